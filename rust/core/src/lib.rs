@@ -1,0 +1,15 @@
+//! turnpack core: render Hugging Face chat templates, find what each assistant turn must learn,
+//! tokenize once, and pack the results into fixed-length training rows.
+//!
+//! Pure Rust; the Python binding lives in `rust/python`.
+
+pub mod conversation;
+pub mod encode;
+pub mod error;
+pub mod pack;
+pub mod spans;
+pub mod template;
+pub mod tiktoken;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

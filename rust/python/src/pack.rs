@@ -1,0 +1,6 @@
+//! Python binding for packing (placeholder until written).
+use pyo3::prelude::*;
+
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
