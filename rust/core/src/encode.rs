@@ -1,1 +1,361 @@
-//! placeholder
+//! `ChatTokenizer`: a chat template plus a tokenizer; renders conversations and encodes them into
+//! token ids with a mask of the tokens the model learns to write.
+
+use crate::conversation::Conversation;
+use crate::spans::{self, Diff};
+use crate::template::{self, ChatTemplate, Rendered};
+use crate::tokenizer::{TextTokenizer, Tokens};
+use crate::{Error, Result};
+use minijinja::value::Value;
+use std::ops::Range;
+
+/// Which assistant messages are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Supervise {
+    /// Every assistant message (minus those with `weight: 0`).
+    #[default]
+    Assistant,
+    /// Only the last assistant message.
+    LastAssistant,
+    /// Every token of the rendering.
+    All,
+}
+
+/// Where a message's span starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// After the generation prompt, when the prompt rendering is a prefix of the full one.
+    #[default]
+    Prompt,
+    /// Where the message's own text starts (the diff).
+    Content,
+}
+
+/// How spans are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpanSource {
+    /// Diff against a rendering with the message blanked.
+    #[default]
+    Diff,
+    /// The template's `{% generation %}` blocks.
+    Generation,
+}
+
+/// What counts as the end-of-turn token trained after each span.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Eot {
+    /// The first special token after the span, when only whitespace lies between.
+    #[default]
+    Auto,
+    /// The first of these strings after the span, when only whitespace lies between.
+    Tokens(Vec<String>),
+    /// Nothing after the span.
+    Off,
+}
+
+/// How the rendering is tokenized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Boundary {
+    /// The whole rendering at once.
+    #[default]
+    Merge,
+    /// Text before each span and each span separately, so trained tokens are those a model emits.
+    Split,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EncodeOptions {
+    pub supervise: Supervise,
+    pub start: Start,
+    pub spans: SpanSource,
+    pub eot: Eot,
+    pub boundary: Boundary,
+}
+
+/// One encoded conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encoded {
+    pub text: String,
+    pub ids: Vec<u32>,
+    /// Byte range of `text` per token.
+    pub offsets: Vec<(usize, usize)>,
+    pub mask: Vec<bool>,
+    /// Trained byte ranges of `text` (end-of-turn included), in order.
+    pub spans: Vec<Range<usize>>,
+    /// The message index of each span (`None` for generation blocks and `Supervise::All`).
+    pub span_messages: Vec<Option<usize>>,
+    /// Assistant messages chosen for training that render no text of their own.
+    pub skipped: Vec<usize>,
+}
+
+/// Template variables: special tokens from the tokenizer config, then per-call keywords.
+pub type Vars = Vec<(String, Value)>;
+
+pub struct ChatTokenizer {
+    pub tokenizer: TextTokenizer,
+    pub template: Option<ChatTemplate>,
+    /// Variables every rendering sees (`bos_token`, `eos_token`, ...).
+    pub vars: Vars,
+}
+
+impl ChatTokenizer {
+    pub fn new(tokenizer: TextTokenizer, template: Option<ChatTemplate>, vars: Vars) -> Self {
+        ChatTokenizer {
+            tokenizer,
+            template,
+            vars,
+        }
+    }
+
+    fn template(&self) -> Result<&ChatTemplate> {
+        self.template
+            .as_ref()
+            .ok_or_else(|| Error::Template("this tokenizer has no chat template".into()))
+    }
+
+    /// Renders `messages` (already prepared template values) with the stored and per-call variables.
+    pub fn render_values(
+        &self,
+        messages: &[Value],
+        tools: &Value,
+        add_generation_prompt: bool,
+        vars: &Vars,
+    ) -> Result<Rendered> {
+        let all = self
+            .vars
+            .iter()
+            .chain(vars.iter())
+            .map(|(k, v)| (k.as_str(), v));
+        let ctx = template::context(
+            Value::from(messages.to_vec()),
+            tools.clone(),
+            add_generation_prompt,
+            all,
+        );
+        self.template()?.render(&ctx)
+    }
+
+    pub fn render(
+        &self,
+        conv: &Conversation,
+        tools: &Value,
+        add_generation_prompt: bool,
+        vars: &Vars,
+    ) -> Result<String> {
+        Ok(self
+            .render_values(&conv.values(), tools, add_generation_prompt, vars)?
+            .text)
+    }
+
+    /// Renders and encodes `conv`, marking what the model must learn to write.
+    pub fn encode(
+        &self,
+        conv: &Conversation,
+        tools: &Value,
+        vars: &Vars,
+        opts: &EncodeOptions,
+    ) -> Result<Encoded> {
+        let messages = conv.values();
+        let full = self.render_values(&messages, tools, false, vars)?;
+        let text = full.text.as_str();
+        let tokens = self.tokenizer.encode(text)?;
+        let mut out = Encoded {
+            text: String::new(),
+            ..Default::default()
+        };
+        if opts.supervise == Supervise::All {
+            out.spans.push(0..text.len());
+            out.span_messages.push(None);
+        } else if opts.spans == SpanSource::Generation {
+            if !self.template()?.has_generation_tags() {
+                return Err(Error::Template(
+                    "spans=\"generation\" needs a template with {% generation %} blocks".into(),
+                ));
+            }
+            let mut generation = full.generation.clone();
+            if opts.supervise == Supervise::LastAssistant {
+                generation = generation.split_off(generation.len().saturating_sub(1));
+            }
+            for span in generation {
+                let end = self.extend_eot(text, span.end, &opts.eot);
+                push_span(&mut out, span.start..end, None)?;
+            }
+        } else {
+            let boundaries = token_boundaries(&tokens, text.len());
+            for index in self.targets(conv, opts.supervise) {
+                match self.message_span(
+                    conv,
+                    &messages,
+                    index,
+                    text,
+                    &boundaries,
+                    tools,
+                    vars,
+                    opts,
+                )? {
+                    Some(span) => push_span(&mut out, span, Some(index))?,
+                    None => out.skipped.push(index),
+                }
+            }
+        }
+        let tokens = match opts.boundary {
+            Boundary::Merge => tokens,
+            Boundary::Split => self.encode_split(text, &out.spans)?,
+        };
+        out.mask = spans::tokens_overlapping(&tokens.offsets, &out.spans);
+        out.ids = tokens.ids;
+        out.offsets = tokens.offsets;
+        out.text = full.text;
+        Ok(out)
+    }
+
+    fn targets(&self, conv: &Conversation, supervise: Supervise) -> Vec<usize> {
+        let trained = |(i, m): (usize, &crate::conversation::Message)| {
+            (m.is_assistant() && m.weight != Some(false)).then_some(i)
+        };
+        let all: Vec<usize> = conv
+            .messages
+            .iter()
+            .enumerate()
+            .filter_map(trained)
+            .collect();
+        match supervise {
+            Supervise::LastAssistant => all.last().copied().into_iter().collect(),
+            _ => all,
+        }
+    }
+
+    /// The trained byte range of message `index` in `text` (the full rendering), or `None` when the
+    /// message renders no text of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn message_span(
+        &self,
+        conv: &Conversation,
+        messages: &[Value],
+        index: usize,
+        text: &str,
+        boundaries: &[bool],
+        tools: &Value,
+        vars: &Vars,
+        opts: &EncodeOptions,
+    ) -> Result<Option<Range<usize>>> {
+        let mut blanked = messages.to_vec();
+        blanked[index] = Value::from_pairs([("role", "assistant"), ("content", "")]);
+        let blank = self
+            .render_values(&blanked, tools, false, vars)
+            .map_err(|e| {
+                Error::Template(format!(
+                    "message {index}: rendering with the message blanked failed: {e}"
+                ))
+            })?;
+        let blank = blank.text.as_str();
+        if blank == text {
+            return Ok(None);
+        }
+        let raw = spans::diff(text, blank);
+        let prompt_end = match opts.start {
+            Start::Content => None,
+            Start::Prompt => self.prompt_end(messages, index, text, tools, vars),
+        };
+        let on_boundary =
+            |d: &Diff| boundaries[d.end] && (prompt_end.is_some() || boundaries[d.start]);
+        let chosen = raw
+            .shifts(text, blank)
+            .find(|d| on_boundary(d))
+            .unwrap_or(raw);
+        let start = match prompt_end {
+            Some(p) if p <= chosen.end => p,
+            _ => chosen.start,
+        };
+        let _ = conv;
+        let end = self.extend_eot(text, chosen.end, &opts.eot);
+        Ok(Some(start..end))
+    }
+
+    /// Where the generation prompt for message `index` ends, if that rendering is a prefix of `text`.
+    fn prompt_end(
+        &self,
+        messages: &[Value],
+        index: usize,
+        text: &str,
+        tools: &Value,
+        vars: &Vars,
+    ) -> Option<usize> {
+        let prompt = self
+            .render_values(&messages[..index], tools, true, vars)
+            .ok()?;
+        text.starts_with(prompt.text.as_str())
+            .then_some(prompt.text.len())
+    }
+
+    fn extend_eot(&self, text: &str, end: usize, eot: &Eot) -> usize {
+        match eot {
+            Eot::Off => end,
+            Eot::Auto => spans::extend_over_eot(text, end, |p| self.tokenizer.special_at(text, p)),
+            Eot::Tokens(list) => spans::extend_over_eot(text, end, |p| {
+                list.iter()
+                    .filter(|t| text[p..].starts_with(t.as_str()))
+                    .map(|t| t.len())
+                    .max()
+            }),
+        }
+    }
+
+    /// Tokenizes the text between spans and each span on its own.
+    fn encode_split(&self, text: &str, spans: &[Range<usize>]) -> Result<Tokens> {
+        let mut cuts = vec![0];
+        for s in spans {
+            cuts.push(s.start);
+            cuts.push(s.end);
+        }
+        cuts.push(text.len());
+        let mut out = Tokens::default();
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a >= b {
+                continue;
+            }
+            let piece = self.tokenizer.encode(&text[a..b])?;
+            out.ids.extend(piece.ids);
+            out.offsets
+                .extend(piece.offsets.into_iter().map(|(x, y)| (x + a, y + a)));
+        }
+        Ok(out)
+    }
+}
+
+fn push_span(out: &mut Encoded, span: Range<usize>, message: Option<usize>) -> Result<()> {
+    if let Some(prev) = out.spans.last() {
+        if span.start < prev.end {
+            let who = message
+                .map(|i| format!("message {i}"))
+                .unwrap_or_else(|| "a generation block".into());
+            return Err(Error::Template(format!(
+                "{who}: its span {}..{} overlaps or precedes the previous span {}..{} (the template reorders or \
+                 merges messages)",
+                span.start, span.end, prev.start, prev.end
+            )));
+        }
+    }
+    out.spans.push(span);
+    out.span_messages.push(message);
+    Ok(())
+}
+
+/// `b[i]` is true when byte position `i` starts or ends a token (so a cut there splits none).
+fn token_boundaries(tokens: &Tokens, len: usize) -> Vec<bool> {
+    let mut b = vec![false; len + 1];
+    b[0] = true;
+    b[len] = true;
+    for &(s, e) in &tokens.offsets {
+        b[s.min(len)] = true;
+        b[e.min(len)] = true;
+    }
+    // A position strictly inside a token is never a boundary, even if offsets overlap there.
+    for &(s, e) in &tokens.offsets {
+        for x in b.iter_mut().take(e.min(len)).skip(s + 1) {
+            *x = false;
+        }
+    }
+    b
+}

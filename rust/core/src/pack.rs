@@ -1,1 +1,729 @@
-//! placeholder
+//! Sequence packing: turn supervised samples (token ids + a trained-token mask) into fixed-length
+//! rows, several documents per row, with labels, per-document positions, document ids and
+//! `cu_seqlens`-style boundaries for varlen attention kernels.
+//!
+//! # Algorithm
+//!
+//! Best-fit decreasing over a bounded buffer. Admitted samples wait in a buffer of
+//! [`PackOptions::buffer`] samples. When the buffer is full (and at [`Packer::flush`]) the
+//! buffered samples are placed largest first (ties: earlier sample first), each into the open
+//! row with the *least* remaining space that still fits it (a `BTreeMap` keyed by remaining
+//! space, so a placement is `O(log rows)`); a new row is opened when none fits. A row is emitted
+//! as soon as it cannot take any further sample (fewer than [`MIN_DOC_LEN`] tokens left). At the
+//! end of a buffer round every open row is emitted except the [`PackOptions::max_open_rows`] rows
+//! with the most remaining space, which stay open for the next round. So at most
+//! `max_open_rows` rows stay open between rounds (at most `max_open_rows + buffer` during one),
+//! and memory is bounded by `buffer + max_open_rows * seq_len / 2` samples.
+//!
+//! A sample is never split across rows. The result depends only on the input order (and the
+//! options), never on timing, so [`pack`] and a [`Packer`] fed the same samples produce the
+//! same rows however often [`Packer::pop_ready`] is called.
+//!
+//! # Output layout
+//!
+//! All per-token arrays are row-major `[rows, seq_len]`:
+//! - `input_ids`: the tokens; padding is [`PackOptions::pad_id`]; padding is always at the end.
+//! - `labels`: `labels[t] = input_ids[t + 1]` when token `t + 1` belongs to the same document and
+//!   its mask is `true`; otherwise [`IGNORE_INDEX`] (`-100`). So every document's last position
+//!   and every padding position is `-100`, and a document's first token is never a target.
+//! - `position_ids`: `0, 1, 2, …` restarting at every document; the padding run at the end of a
+//!   row counts `0, 1, 2, …` as its own run.
+//! - `document_ids`: `0, 1, 2, …` per document in row order; padding gets the id `n_docs` (the
+//!   number of documents in that row), i.e. padding is one extra segment.
+//!
+//! Per-document data is kept flat: [`PackedRows::doc_lens`] and [`PackedRows::sample_ids`] hold
+//! one entry per document (row 0's documents first), and [`PackedRows::row_doc_offsets`]
+//! (`rows + 1` entries) says which documents belong to which row. [`PackedRows::cu_seqlens`]
+//! turns that into the padded `[rows, max_segments + 1]` layout that varlen kernels want.
+//!
+//! # Admission
+//!
+//! A sample is trainable when it yields at least one label, i.e. some `mask[t]` with `t >= 1`
+//! (within the first `seq_len` tokens when truncating) is `true`. Samples are handled in this
+//! order: mismatched `input_ids`/`mask` lengths or a token id above `i32::MAX` are errors; an
+//! empty sample is dropped (`empty`); a sample longer than `seq_len` is dropped (`too_long`,
+//! [`Overflow::Drop`]) or cut to its first `seq_len` tokens ([`Overflow::Truncate`]); a sample
+//! without a trained target is dropped (`nothing_to_train`). `truncated` counts the samples that
+//! were cut *and* packed (a cut sample left with nothing to train counts as `nothing_to_train`).
+//! Every admitted sample is eventually packed exactly once, so
+//! `samples_in == packed + pending + dropped()`, and `pending == 0` after a flush.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Label value for positions that are not trained (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i32 = -100;
+
+/// The shortest sample that can be packed: a one-token document has no target to predict.
+/// Rows with fewer free positions than this are emitted at once.
+pub const MIN_DOC_LEN: usize = 2;
+
+/// Default [`PackOptions::buffer`].
+pub const DEFAULT_BUFFER: usize = 1024;
+
+/// Default [`PackOptions::max_open_rows`].
+pub const DEFAULT_MAX_OPEN_ROWS: usize = 16;
+
+/// One supervised sample: its tokens, which of them are trained, and a caller-chosen id that the
+/// packed output reports for every document (see [`PackedRows::sample_ids`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sample {
+    /// Caller-supplied id, reported back per document.
+    pub id: u64,
+    /// Token ids; each must be at most `i32::MAX` (labels are `i32`).
+    pub input_ids: Vec<u32>,
+    /// `true` for tokens the model must learn to predict; same length as `input_ids`.
+    pub mask: Vec<bool>,
+}
+
+impl Sample {
+    pub fn new(id: u64, input_ids: Vec<u32>, mask: Vec<bool>) -> Self {
+        Self {
+            id,
+            input_ids,
+            mask,
+        }
+    }
+}
+
+/// What to do with a sample longer than `seq_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop it and count it in [`PackStats::dropped_too_long`].
+    #[default]
+    Drop,
+    /// Keep its first `seq_len` tokens and count it in [`PackStats::truncated`].
+    Truncate,
+}
+
+impl std::str::FromStr for Overflow {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "drop" => Ok(Self::Drop),
+            "truncate" => Ok(Self::Truncate),
+            other => Err(Error::InvalidArgument(format!(
+                "overflow must be \"drop\" or \"truncate\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Packing knobs; `seq_len` is passed separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackOptions {
+    /// How many admitted samples are collected before a best-fit-decreasing round (>= 1).
+    pub buffer: usize,
+    /// How many partially filled rows stay open between rounds (0 closes every row each round).
+    pub max_open_rows: usize,
+    /// Samples longer than `seq_len`.
+    pub overflow: Overflow,
+    /// Token id written into padding positions (at most `i32::MAX`).
+    pub pad_id: u32,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        Self {
+            buffer: DEFAULT_BUFFER,
+            max_open_rows: DEFAULT_MAX_OPEN_ROWS,
+            overflow: Overflow::Drop,
+            pad_id: 0,
+        }
+    }
+}
+
+/// Why a sample was not packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No tokens at all.
+    Empty,
+    /// Longer than `seq_len` with [`Overflow::Drop`].
+    TooLong,
+    /// No `mask[t]` with `t >= 1` is set (after truncation), so it would add no label.
+    NothingToTrain,
+}
+
+/// What [`Packer::push`] did with a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Accepted whole; it will appear in exactly one row.
+    Accepted,
+    /// Accepted after cutting it to `seq_len` tokens.
+    Truncated,
+    /// Not packed; counted under the reason.
+    Dropped(DropReason),
+}
+
+/// Running totals. Sample counters change on push; row and token counters when rows are
+/// emitted (materialized by [`Packer::pop_ready`] / [`Packer::flush`] / [`pack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct PackStats {
+    /// Samples pushed (errors excluded).
+    pub samples_in: u64,
+    /// Samples that are a document of an emitted row.
+    pub packed: u64,
+    /// Admitted samples not emitted yet (buffered or in open rows); 0 after a flush.
+    pub pending: u64,
+    pub dropped_too_long: u64,
+    pub dropped_nothing_to_train: u64,
+    pub dropped_empty: u64,
+    /// Admitted samples that were cut to `seq_len` (a subset of `packed + pending`).
+    pub truncated: u64,
+    /// Non-padding tokens in emitted rows.
+    pub tokens: u64,
+    /// Positions whose label is not [`IGNORE_INDEX`].
+    pub trained_tokens: u64,
+    /// Padding positions in emitted rows.
+    pub padding_tokens: u64,
+    /// Emitted rows.
+    pub rows: u64,
+}
+
+impl PackStats {
+    /// All dropped samples.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_too_long + self.dropped_nothing_to_train + self.dropped_empty
+    }
+
+    /// Non-padding tokens / all positions of emitted rows (0.0 before any row).
+    pub fn efficiency(&self) -> f64 {
+        let all = self.tokens + self.padding_tokens;
+        if all == 0 {
+            0.0
+        } else {
+            self.tokens as f64 / all as f64
+        }
+    }
+}
+
+/// Packed rows. Per-token arrays are row-major `[rows(), seq_len]`; per-document arrays are flat
+/// with [`Self::row_doc_offsets`] delimiting each row's documents.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PackedRows {
+    pub seq_len: usize,
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i32>,
+    pub position_ids: Vec<i32>,
+    pub document_ids: Vec<i32>,
+    /// Length of every document (padding excluded), row 0's documents first.
+    pub doc_lens: Vec<u32>,
+    /// The [`Sample::id`] each document came from, parallel to `doc_lens`.
+    pub sample_ids: Vec<u64>,
+    /// Row `r`'s documents are `doc_lens[row_doc_offsets[r]..row_doc_offsets[r + 1]]`;
+    /// `rows() + 1` entries starting with 0.
+    pub row_doc_offsets: Vec<usize>,
+}
+
+impl PackedRows {
+    fn new(seq_len: usize) -> Self {
+        Self {
+            seq_len,
+            row_doc_offsets: vec![0],
+            ..Self::default()
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.row_doc_offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows() == 0
+    }
+
+    /// Documents in row `r` (padding not counted).
+    pub fn docs_in_row(&self, r: usize) -> usize {
+        self.row_doc_offsets[r + 1] - self.row_doc_offsets[r]
+    }
+
+    /// The document lengths of row `r`.
+    pub fn row_doc_lens(&self, r: usize) -> &[u32] {
+        &self.doc_lens[self.row_doc_offsets[r]..self.row_doc_offsets[r + 1]]
+    }
+
+    /// The sample ids of row `r`'s documents.
+    pub fn row_sample_ids(&self, r: usize) -> &[u64] {
+        &self.sample_ids[self.row_doc_offsets[r]..self.row_doc_offsets[r + 1]]
+    }
+
+    /// Segments in row `r`: its documents plus one for the padding run if it has padding.
+    pub fn segments_in_row(&self, r: usize) -> usize {
+        let used: usize = self.row_doc_lens(r).iter().map(|&l| l as usize).sum();
+        self.docs_in_row(r) + usize::from(used < self.seq_len)
+    }
+
+    /// The widest row in segments (documents + padding run); 0 when there are no rows.
+    pub fn max_segments(&self) -> usize {
+        (0..self.rows())
+            .map(|r| self.segments_in_row(r))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `cu_seqlens` per row, padded to a rectangle: returns `(values, width)` with
+    /// `width = max_segments() + 1` and `values` row-major `[rows, width]`. Row `r` is
+    /// `[0, end of doc 0, end of doc 1, …, seq_len]` where the padding run (if any) is the last
+    /// segment, and the tail is filled with `seq_len` (zero-length segments). Offsets are
+    /// relative to the row; for a batch of rows `B` flattened to `[B * seq_len]`, add
+    /// `b * seq_len` to row `b` and drop repeated values (`unique_consecutive`) to get the
+    /// global `cu_seqlens` of a varlen kernel.
+    pub fn cu_seqlens(&self) -> (Vec<i32>, usize) {
+        let width = self.max_segments() + 1;
+        let mut out = Vec::with_capacity(self.rows() * width);
+        for r in 0..self.rows() {
+            let start = out.len();
+            out.push(0i32);
+            let mut end = 0i32;
+            for &l in self.row_doc_lens(r) {
+                end += l as i32;
+                out.push(end);
+            }
+            out.resize(start + width, self.seq_len as i32);
+        }
+        (out, width)
+    }
+
+    /// Sample ids per row, padded to `[rows, max_segments()]` with `-1` (also in the padding
+    /// segment's slot), so `ids[r][document_ids[r][t]]` is the sample of token `t`, or `-1` for
+    /// padding. Ids above `i64::MAX` wrap; keep ids in range if you use this.
+    pub fn sample_ids_padded(&self) -> (Vec<i64>, usize) {
+        let width = self.max_segments();
+        let mut out = Vec::with_capacity(self.rows() * width);
+        for r in 0..self.rows() {
+            let start = out.len();
+            out.extend(self.row_sample_ids(r).iter().map(|&id| id as i64));
+            out.resize(start + width, -1);
+        }
+        (out, width)
+    }
+
+    /// Appends `other`'s rows (same `seq_len`).
+    pub fn append(&mut self, other: PackedRows) {
+        debug_assert_eq!(self.seq_len, other.seq_len);
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        let base = self.doc_lens.len();
+        self.input_ids.extend_from_slice(&other.input_ids);
+        self.labels.extend_from_slice(&other.labels);
+        self.position_ids.extend_from_slice(&other.position_ids);
+        self.document_ids.extend_from_slice(&other.document_ids);
+        self.doc_lens.extend_from_slice(&other.doc_lens);
+        self.sample_ids.extend_from_slice(&other.sample_ids);
+        self.row_doc_offsets
+            .extend(other.row_doc_offsets[1..].iter().map(|&o| o + base));
+    }
+
+    fn reserve_rows(&mut self, rows: usize) {
+        let n = rows.saturating_mul(self.seq_len);
+        self.input_ids.reserve(n);
+        self.labels.reserve(n);
+        self.position_ids.reserve(n);
+        self.document_ids.reserve(n);
+        self.row_doc_offsets.reserve(rows);
+    }
+
+    /// Writes one document at the end of the current row.
+    fn write_doc(&mut self, stats: &mut PackStats, doc: i32, id: u64, ids: &[u32], mask: &[bool]) {
+        let n = ids.len();
+        debug_assert!(n >= MIN_DOC_LEN && n == mask.len());
+        self.input_ids.extend_from_slice(ids);
+        self.labels
+            .extend(
+                ids[1..]
+                    .iter()
+                    .zip(&mask[1..])
+                    .map(|(&t, &m)| if m { t as i32 } else { IGNORE_INDEX }),
+            );
+        self.labels.push(IGNORE_INDEX);
+        self.position_ids.extend(0..n as i32);
+        self.document_ids.resize(self.document_ids.len() + n, doc);
+        self.doc_lens.push(n as u32);
+        self.sample_ids.push(id);
+        stats.trained_tokens += mask[1..].iter().filter(|&&m| m).count() as u64;
+        stats.tokens += n as u64;
+        stats.packed += 1;
+        stats.pending -= 1;
+    }
+
+    /// Pads the current row to `seq_len` and closes it.
+    fn finish_row(&mut self, stats: &mut PackStats, pad_id: u32) {
+        let row_start = self.rows() * self.seq_len;
+        let used = self.input_ids.len() - row_start;
+        let pad = self.seq_len - used;
+        let docs = (self.doc_lens.len() - self.row_doc_offsets[self.rows()]) as i32;
+        let end = row_start + self.seq_len;
+        self.input_ids.resize(end, pad_id);
+        self.labels.resize(end, IGNORE_INDEX);
+        self.position_ids.extend(0..pad as i32);
+        self.document_ids.resize(end, docs);
+        self.row_doc_offsets.push(self.doc_lens.len());
+        stats.padding_tokens += pad as u64;
+        stats.rows += 1;
+    }
+}
+
+/// `pack`'s result: the rows and the run's statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    pub rows: PackedRows,
+    pub stats: PackStats,
+}
+
+fn validate(seq_len: usize, options: &PackOptions) -> Result<()> {
+    if seq_len == 0 {
+        return Err(Error::InvalidArgument("seq_len must be at least 1".into()));
+    }
+    if seq_len > i32::MAX as usize {
+        return Err(Error::InvalidArgument(format!(
+            "seq_len must be at most {} (positions are int32), got {seq_len}",
+            i32::MAX
+        )));
+    }
+    if options.buffer == 0 {
+        return Err(Error::InvalidArgument(
+            "buffer must be at least 1 sample".into(),
+        ));
+    }
+    if options.pad_id > i32::MAX as u32 {
+        return Err(Error::InvalidArgument(format!(
+            "pad_id must be at most {} (ids are int32), got {}",
+            i32::MAX,
+            options.pad_id
+        )));
+    }
+    Ok(())
+}
+
+/// Decides what happens to a sample; returns the number of tokens to keep, or why it is dropped.
+fn admit(
+    id: u64,
+    ids: &[u32],
+    mask: &[bool],
+    seq_len: usize,
+    overflow: Overflow,
+) -> Result<Verdict> {
+    if ids.len() != mask.len() {
+        return Err(Error::InvalidArgument(format!(
+            "sample {id}: input_ids has {} tokens but mask has {}",
+            ids.len(),
+            mask.len()
+        )));
+    }
+    if ids.iter().fold(0u32, |acc, &t| acc | t) > i32::MAX as u32 {
+        let (pos, t) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t > i32::MAX as u32)
+            .map(|(i, &t)| (i, t))
+            .unwrap_or_default();
+        return Err(Error::InvalidArgument(format!(
+            "sample {id}: token id {t} at position {pos} does not fit in int32"
+        )));
+    }
+    if ids.is_empty() {
+        return Ok(Verdict::Drop(DropReason::Empty));
+    }
+    let (len, truncated) = if ids.len() > seq_len {
+        match overflow {
+            Overflow::Drop => return Ok(Verdict::Drop(DropReason::TooLong)),
+            Overflow::Truncate => (seq_len, true),
+        }
+    } else {
+        (ids.len(), false)
+    };
+    if !mask[1.min(len)..len].iter().any(|&m| m) {
+        return Ok(Verdict::Drop(DropReason::NothingToTrain));
+    }
+    Ok(Verdict::Keep { len, truncated })
+}
+
+enum Verdict {
+    Keep { len: usize, truncated: bool },
+    Drop(DropReason),
+}
+
+fn count_verdict(stats: &mut PackStats, verdict: &Verdict) -> Admission {
+    stats.samples_in += 1;
+    match *verdict {
+        Verdict::Keep { truncated, .. } => {
+            stats.pending += 1;
+            if truncated {
+                stats.truncated += 1;
+                Admission::Truncated
+            } else {
+                Admission::Accepted
+            }
+        }
+        Verdict::Drop(reason) => {
+            match reason {
+                DropReason::Empty => stats.dropped_empty += 1,
+                DropReason::TooLong => stats.dropped_too_long += 1,
+                DropReason::NothingToTrain => stats.dropped_nothing_to_train += 1,
+            }
+            Admission::Dropped(reason)
+        }
+    }
+}
+
+/// A sample waiting to be placed: its (kept) length and a key the owner resolves to its data.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    len: u32,
+    key: usize,
+}
+
+/// The bin-packing part, on lengths only: buffer, open rows and rows ready to be written.
+#[derive(Debug)]
+struct Planner {
+    seq_len: u32,
+    buffer: usize,
+    max_open_rows: usize,
+    pending: Vec<Item>,
+    /// Open rows keyed by (remaining space, creation serial): best fit is the first key whose
+    /// remaining space is at least the sample's length.
+    open: BTreeMap<(u32, u64), Vec<Item>>,
+    next_serial: u64,
+    /// Rows finished, in emission order.
+    closed: std::collections::VecDeque<Vec<Item>>,
+}
+
+impl Planner {
+    fn new(seq_len: usize, options: &PackOptions) -> Self {
+        Self {
+            seq_len: seq_len as u32,
+            buffer: options.buffer,
+            max_open_rows: options.max_open_rows,
+            pending: Vec::with_capacity(options.buffer.min(1 << 16)),
+            open: BTreeMap::new(),
+            next_serial: 0,
+            closed: Default::default(),
+        }
+    }
+
+    fn push(&mut self, item: Item) {
+        self.pending.push(item);
+        if self.pending.len() >= self.buffer {
+            self.round(false);
+        }
+    }
+
+    /// Places every buffered sample, largest first, into its best-fitting row, then closes all
+    /// rows but the `max_open_rows` emptiest (all of them when `flush`).
+    fn round(&mut self, flush: bool) {
+        // Stable: equal lengths keep arrival order.
+        self.pending.sort_by_key(|item| std::cmp::Reverse(item.len));
+        for item in std::mem::take(&mut self.pending) {
+            let fit = self.open.range((item.len, 0)..).next().map(|(&k, _)| k);
+            let (remaining, serial, mut docs) = match fit {
+                Some(k) => {
+                    let docs = self.open.remove(&k).unwrap_or_default();
+                    (k.0, k.1, docs)
+                }
+                None => {
+                    self.next_serial += 1;
+                    (self.seq_len, self.next_serial, Vec::new())
+                }
+            };
+            docs.push(item);
+            let remaining = remaining - item.len;
+            if (remaining as usize) < MIN_DOC_LEN {
+                self.closed.push_back(docs);
+            } else {
+                self.open.insert((remaining, serial), docs);
+            }
+        }
+        let keep = if flush { 0 } else { self.max_open_rows };
+        if self.open.len() > keep {
+            // The fullest rows (smallest remaining space) go; emit them in creation order.
+            let mut out: Vec<((u32, u64), Vec<Item>)> = Vec::with_capacity(self.open.len() - keep);
+            while self.open.len() > keep {
+                if let Some(entry) = self.open.pop_first() {
+                    out.push(entry);
+                }
+            }
+            out.sort_by_key(|&((_, serial), _)| serial);
+            self.closed.extend(out.into_iter().map(|(_, docs)| docs));
+        }
+    }
+
+    fn flush(&mut self) {
+        self.round(true);
+    }
+}
+
+/// Streaming packer: [`push`](Self::push) samples, take finished rows with
+/// [`pop_ready`](Self::pop_ready), and call [`flush`](Self::flush) at the end. Produces exactly
+/// the rows of [`pack`] over the same samples.
+#[derive(Debug)]
+pub struct Packer {
+    seq_len: usize,
+    options: PackOptions,
+    planner: Planner,
+    /// Admitted samples (already cut to their kept length), indexed by `Item::key`.
+    slab: Vec<Option<Sample>>,
+    free: Vec<usize>,
+    stats: PackStats,
+}
+
+impl Packer {
+    pub fn new(seq_len: usize, options: PackOptions) -> Result<Self> {
+        validate(seq_len, &options)?;
+        Ok(Self {
+            seq_len,
+            planner: Planner::new(seq_len, &options),
+            options,
+            slab: Vec::new(),
+            free: Vec::new(),
+            stats: PackStats::default(),
+        })
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    pub fn options(&self) -> &PackOptions {
+        &self.options
+    }
+
+    /// Running totals (see [`PackStats`]).
+    pub fn stats(&self) -> &PackStats {
+        &self.stats
+    }
+
+    /// Adds a sample. Errors (length mismatch, token id above `i32::MAX`) leave the packer
+    /// unchanged; drops are counted and reported.
+    pub fn push(&mut self, mut sample: Sample) -> Result<Admission> {
+        let verdict = admit(
+            sample.id,
+            &sample.input_ids,
+            &sample.mask,
+            self.seq_len,
+            self.options.overflow,
+        )?;
+        if let Verdict::Keep { len, .. } = verdict {
+            sample.input_ids.truncate(len);
+            sample.mask.truncate(len);
+            self.insert(sample);
+        }
+        Ok(count_verdict(&mut self.stats, &verdict))
+    }
+
+    /// Like [`push`](Self::push) but copies borrowed data (only the kept tokens).
+    pub fn push_slices(&mut self, id: u64, input_ids: &[u32], mask: &[bool]) -> Result<Admission> {
+        let verdict = admit(id, input_ids, mask, self.seq_len, self.options.overflow)?;
+        if let Verdict::Keep { len, .. } = verdict {
+            self.insert(Sample::new(
+                id,
+                input_ids[..len].to_vec(),
+                mask[..len].to_vec(),
+            ));
+        }
+        Ok(count_verdict(&mut self.stats, &verdict))
+    }
+
+    /// Stores an admitted sample (already cut to its kept length) and hands it to the planner.
+    fn insert(&mut self, sample: Sample) {
+        let len = sample.input_ids.len() as u32;
+        let key = match self.free.pop() {
+            Some(k) => {
+                self.slab[k] = Some(sample);
+                k
+            }
+            None => {
+                self.slab.push(Some(sample));
+                self.slab.len() - 1
+            }
+        };
+        self.planner.push(Item { len, key });
+    }
+
+    /// Rows finished so far and not yet popped.
+    pub fn ready_rows(&self) -> usize {
+        self.planner.closed.len()
+    }
+
+    /// Writes and returns the rows finished so far, or `None` when there are none.
+    pub fn pop_ready(&mut self) -> Option<PackedRows> {
+        if self.planner.closed.is_empty() {
+            return None;
+        }
+        let mut out = PackedRows::new(self.seq_len);
+        out.reserve_rows(self.planner.closed.len());
+        while let Some(row) = self.planner.closed.pop_front() {
+            for (doc, item) in row.into_iter().enumerate() {
+                if let Some(s) = self.slab[item.key].take() {
+                    out.write_doc(&mut self.stats, doc as i32, s.id, &s.input_ids, &s.mask);
+                }
+                self.free.push(item.key);
+            }
+            out.finish_row(&mut self.stats, self.options.pad_id);
+        }
+        Some(out)
+    }
+
+    /// Places everything still buffered or open and returns all unpopped rows (possibly none).
+    /// The packer stays usable afterwards.
+    pub fn flush(&mut self) -> PackedRows {
+        self.planner.flush();
+        let out = self
+            .pop_ready()
+            .unwrap_or_else(|| PackedRows::new(self.seq_len));
+        self.slab.clear();
+        self.free.clear();
+        out
+    }
+}
+
+/// Packs `samples` (in this order) into rows of `seq_len` tokens. Equivalent to pushing every
+/// sample into a [`Packer`] and flushing, without copying the samples.
+pub fn pack(samples: &[Sample], seq_len: usize, options: &PackOptions) -> Result<Packed> {
+    validate(seq_len, options)?;
+    let mut stats = PackStats::default();
+    let mut planner = Planner::new(seq_len, options);
+    let mut lens = Vec::with_capacity(samples.len());
+    for (key, s) in samples.iter().enumerate() {
+        let verdict = admit(s.id, &s.input_ids, &s.mask, seq_len, options.overflow)?;
+        count_verdict(&mut stats, &verdict);
+        let len = match verdict {
+            Verdict::Keep { len, .. } => len,
+            Verdict::Drop(_) => 0,
+        };
+        lens.push(len);
+        if len > 0 {
+            planner.push(Item {
+                len: len as u32,
+                key,
+            });
+        }
+    }
+    planner.flush();
+    let mut rows = PackedRows::new(seq_len);
+    rows.reserve_rows(planner.closed.len());
+    for row in planner.closed.drain(..) {
+        for (doc, item) in row.into_iter().enumerate() {
+            let s = &samples[item.key];
+            let len = lens[item.key];
+            rows.write_doc(
+                &mut stats,
+                doc as i32,
+                s.id,
+                &s.input_ids[..len],
+                &s.mask[..len],
+            );
+        }
+        rows.finish_row(&mut stats, options.pad_id);
+    }
+    Ok(Packed { rows, stats })
+}
+
+#[cfg(test)]
+mod tests;
