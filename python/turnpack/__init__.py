@@ -1,5 +1,27 @@
-"""turnpack: exactly supervised, densely packed multi-turn chat batches for LLM fine-tuning."""
+"""turnpack: exactly supervised, densely packed multi-turn chat batches for LLM fine-tuning.
 
-from turnpack._core import __version__
+Render any Hugging Face chat template exactly as transformers does, find what the model must learn
+to write in each assistant turn, tokenize once, and pack the results into fixed-length rows.
+"""
 
-__all__ = ["__version__"]
+from turnpack._core import (
+    ChatTokenizer,
+    ConversationError,
+    Encoding,
+    TemplateError,
+    TokenizerError,
+    TurnpackError,
+    __version__,
+    render_template,
+)
+
+__all__ = [
+    "ChatTokenizer",
+    "ConversationError",
+    "Encoding",
+    "TemplateError",
+    "TokenizerError",
+    "TurnpackError",
+    "__version__",
+    "render_template",
+]

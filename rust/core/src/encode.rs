@@ -176,8 +176,14 @@ impl ChatTokenizer {
             if opts.supervise == Supervise::LastAssistant {
                 generation = generation.split_off(generation.len().saturating_sub(1));
             }
+            // The template's author marked what is trained, end of turn included or not: only an
+            // explicit list of end-of-turn tokens extends generation spans.
+            let eot = match opts.eot {
+                Eot::Auto => &Eot::Off,
+                ref explicit => explicit,
+            };
             for span in generation {
-                let end = self.extend_eot(text, span.end, &opts.eot);
+                let end = self.extend_eot(text, span.end, eot);
                 push_span(&mut out, span.start..end, None)?;
             }
         } else {

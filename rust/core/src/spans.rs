@@ -113,6 +113,32 @@ pub fn tokens_overlapping(offsets: &[(usize, usize)], spans: &[Range<usize>]) ->
     mask
 }
 
+/// Byte offsets to character offsets (Python indexes strings by character).
+pub struct CharIndex {
+    /// Chars started before each byte position.
+    counts: Vec<u32>,
+}
+
+impl CharIndex {
+    pub fn new(text: &str) -> Self {
+        let mut counts = Vec::with_capacity(text.len() + 1);
+        let mut n = 0u32;
+        for b in text.bytes() {
+            counts.push(n);
+            // Count each char at its first byte, so an offset inside a char rounds up.
+            if (b & 0xC0) != 0x80 {
+                n += 1;
+            }
+        }
+        counts.push(n);
+        CharIndex { counts }
+    }
+
+    pub fn char_of(&self, byte: usize) -> usize {
+        self.counts[byte.min(self.counts.len() - 1)] as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,31 +183,5 @@ mod tests {
             tokens_overlapping(&offsets, &[3..5, 7..8]),
             [false, true, true, true]
         );
-    }
-}
-
-/// Byte offsets to character offsets (Python indexes strings by character).
-pub struct CharIndex {
-    /// Chars started before each byte position.
-    counts: Vec<u32>,
-}
-
-impl CharIndex {
-    pub fn new(text: &str) -> Self {
-        let mut counts = Vec::with_capacity(text.len() + 1);
-        let mut n = 0u32;
-        for b in text.bytes() {
-            counts.push(n);
-            // Count each char at its first byte, so an offset inside a char rounds up.
-            if (b & 0xC0) != 0x80 {
-                n += 1;
-            }
-        }
-        counts.push(n);
-        CharIndex { counts }
-    }
-
-    pub fn char_of(&self, byte: usize) -> usize {
-        self.counts[byte.min(self.counts.len() - 1)] as usize
     }
 }

@@ -2,11 +2,19 @@
 
 use pyo3::prelude::*;
 
+mod chat_tokenizer;
+mod convert;
+mod errors;
 mod pack;
+mod parallel;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    m.add_class::<chat_tokenizer::PyChatTokenizer>()?;
+    m.add_class::<chat_tokenizer::PyEncoding>()?;
+    m.add_function(wrap_pyfunction!(chat_tokenizer::render_template, m)?)?;
     pack::register(m)?;
     Ok(())
 }

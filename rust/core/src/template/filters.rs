@@ -15,18 +15,25 @@ fn none_as_empty(value: Value) -> Value {
     }
 }
 
+/// Jinja2's filters return generators: always truthy, iterable once, without a length, and not
+/// JSON-serializable. A template that relies on any of that (`tojson` of a `map`) must behave as
+/// it does under transformers, so the results are handed back as one-shot iterators.
+fn generator(items: Vec<Value>) -> Value {
+    Value::make_one_shot_iterator(items.into_iter())
+}
+
 pub fn register(env: &mut Environment<'static>) {
     use minijinja::filters as builtin;
     env.add_filter(
         "select",
         |state: &mut State, v: Value, test: Option<Cow<'_, str>>, args: Rest<ValueOrKwargs>| {
-            builtin::select(state, none_as_empty(v), test, args)
+            builtin::select(state, none_as_empty(v), test, args).map(generator)
         },
     );
     env.add_filter(
         "reject",
         |state: &mut State, v: Value, test: Option<Cow<'_, str>>, args: Rest<ValueOrKwargs>| {
-            builtin::reject(state, none_as_empty(v), test, args)
+            builtin::reject(state, none_as_empty(v), test, args).map(generator)
         },
     );
     env.add_filter(
@@ -36,7 +43,7 @@ pub fn register(env: &mut Environment<'static>) {
          attr: Cow<'_, str>,
          test: Option<Cow<'_, str>>,
          args: Rest<ValueOrKwargs>| {
-            builtin::selectattr(state, none_as_empty(v), attr, test, args)
+            builtin::selectattr(state, none_as_empty(v), attr, test, args).map(generator)
         },
     );
     env.add_filter(
@@ -46,13 +53,13 @@ pub fn register(env: &mut Environment<'static>) {
          attr: Cow<'_, str>,
          test: Option<Cow<'_, str>>,
          args: Rest<ValueOrKwargs>| {
-            builtin::rejectattr(state, none_as_empty(v), attr, test, args)
+            builtin::rejectattr(state, none_as_empty(v), attr, test, args).map(generator)
         },
     );
     env.add_filter(
         "map",
         |state: &mut State, v: Value, args: Rest<ValueOrKwargs>| {
-            builtin::map(state, none_as_empty(v), args)
+            builtin::map(state, none_as_empty(v), args).map(generator)
         },
     );
     env.add_filter("indent", indent);

@@ -92,7 +92,7 @@ fn write_value(value: &Value, opts: &Options, level: usize, out: &mut String) ->
         ValueKind::String => {
             write_string(value.as_str().unwrap_or_default(), opts.ensure_ascii, out)
         }
-        ValueKind::Seq | ValueKind::Iterable => {
+        ValueKind::Seq => {
             let items: Vec<Value> = value.try_iter()?.collect();
             if items.is_empty() {
                 out.push_str("[]");
@@ -150,6 +150,9 @@ fn write_value(value: &Value, opts: &Options, level: usize, out: &mut String) ->
 fn not_serializable(value: &Value) -> Error {
     let kind = if value.is_undefined() {
         "Undefined".to_string()
+    } else if value.kind() == ValueKind::Iterable {
+        // What Jinja2's filters and `dict.items()` hand back in Python.
+        "generator".to_string()
     } else {
         value.kind().to_string()
     };

@@ -1,0 +1,481 @@
+//! `ChatTokenizer` and `Encoding` for Python: argument parsing and array conversion only; the
+//! work happens in `turnpack_core`.
+
+use crate::convert::to_json;
+use crate::errors::{to_py, to_py_with_context};
+use crate::parallel;
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use rayon::prelude::*;
+use std::path::PathBuf;
+use turnpack_core::conversation::Conversation;
+use turnpack_core::encode::{
+    self, Boundary, EncodeOptions, Encoded, Eot, SpanSource, Start, Supervise, Vars,
+};
+use turnpack_core::model_dir;
+use turnpack_core::template::{value::from_json, ChatTemplate};
+use turnpack_core::tokenizer::TextTokenizer;
+use turnpack_core::Error;
+
+#[pyclass(module = "turnpack._core", name = "ChatTokenizer", frozen)]
+pub struct PyChatTokenizer {
+    inner: encode::ChatTokenizer,
+}
+
+fn vars_from_dict(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vars> {
+    let mut vars = Vars::new();
+    if let Some(dict) = dict {
+        for (k, v) in dict.iter() {
+            let key: String = k.extract()?;
+            let mut path = key.clone();
+            vars.push((key, from_json(&to_json(&v, &mut path)?)));
+        }
+    }
+    Ok(vars)
+}
+
+fn str_dict(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
+    dict.map(|d| {
+        d.iter()
+            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+            .collect()
+    })
+    .unwrap_or(Ok(Vec::new()))
+}
+
+fn template(source: Option<&str>) -> PyResult<Option<ChatTemplate>> {
+    source.map(ChatTemplate::new).transpose().map_err(to_py)
+}
+
+/// The `eot` argument: `"auto"` (the default), `None` (off), or a list of end-of-turn strings.
+/// A type of its own so that an explicit `None` differs from the default.
+pub struct EotArg(Eot);
+
+impl EotArg {
+    const AUTO: EotArg = EotArg(Eot::Auto);
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for EotArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let bad = || {
+            let got = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+            PyValueError::new_err(format!(
+                "eot must be 'auto', None, or a list of strings, got {got}"
+            ))
+        };
+        if obj.is_none() {
+            return Ok(EotArg(Eot::Off));
+        }
+        if let Ok(s) = obj.extract::<String>() {
+            return if s == "auto" {
+                Ok(EotArg::AUTO)
+            } else {
+                Err(bad())
+            };
+        }
+        obj.extract::<Vec<String>>()
+            .map(|l| EotArg(Eot::Tokens(l)))
+            .map_err(|_| bad())
+    }
+}
+
+fn parse_options(
+    supervise: &str,
+    eot: EotArg,
+    start: &str,
+    spans: &str,
+    boundary: &str,
+) -> PyResult<EncodeOptions> {
+    let bad = |what: &str, got: &str, choices: &str| {
+        PyValueError::new_err(format!("{what} must be one of {choices}, got {got:?}"))
+    };
+    let supervise = match supervise {
+        "assistant" => Supervise::Assistant,
+        "last_assistant" => Supervise::LastAssistant,
+        "all" => Supervise::All,
+        other => {
+            return Err(bad(
+                "supervise",
+                other,
+                "'assistant', 'last_assistant', 'all'",
+            ))
+        }
+    };
+    let start = match start {
+        "prompt" => Start::Prompt,
+        "content" => Start::Content,
+        other => return Err(bad("start", other, "'prompt', 'content'")),
+    };
+    let spans = match spans {
+        "diff" => SpanSource::Diff,
+        "generation" => SpanSource::Generation,
+        other => return Err(bad("spans", other, "'diff', 'generation'")),
+    };
+    let boundary = match boundary {
+        "merge" => Boundary::Merge,
+        "split" => Boundary::Split,
+        other => return Err(bad("boundary", other, "'merge', 'split'")),
+    };
+    Ok(EncodeOptions {
+        supervise,
+        start,
+        spans,
+        eot: eot.0,
+        boundary,
+    })
+}
+
+fn conversation(messages: &Bound<'_, PyAny>) -> PyResult<Conversation> {
+    let json = to_json(messages, &mut "messages".to_string())?;
+    Conversation::from_json(&json).map_err(to_py)
+}
+
+fn tools_value(tools: Option<&Bound<'_, PyAny>>) -> PyResult<minijinja::Value> {
+    match tools {
+        None => Ok(minijinja::Value::from(())),
+        Some(t) => Ok(from_json(&to_json(t, &mut "tools".to_string())?)),
+    }
+}
+
+#[pymethods]
+impl PyChatTokenizer {
+    #[new]
+    #[pyo3(signature = (tokenizer, chat_template=None, special_tokens=None))]
+    fn new(
+        tokenizer: PathBuf,
+        chat_template: Option<&str>,
+        special_tokens: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let tok = TextTokenizer::from_file(&tokenizer).map_err(to_py)?;
+        let vars = model_dir::vars_from(&str_dict(special_tokens)?);
+        Ok(PyChatTokenizer {
+            inner: encode::ChatTokenizer::new(tok, template(chat_template)?, vars),
+        })
+    }
+
+    /// Loads a Hugging Face model folder (tokenizer.json, tokenizer_config.json, chat_template.jinja).
+    #[staticmethod]
+    #[pyo3(signature = (path, chat_template=None))]
+    fn from_dir(path: PathBuf, chat_template: Option<&str>) -> PyResult<Self> {
+        let mut inner = model_dir::load(&path).map_err(to_py)?;
+        if chat_template.is_some() {
+            inner.template = template(chat_template)?;
+        }
+        Ok(PyChatTokenizer { inner })
+    }
+
+    /// Builds from the text of a tokenizer.json.
+    #[staticmethod]
+    #[pyo3(signature = (json, chat_template=None, special_tokens=None))]
+    fn from_tokenizer_json(
+        json: &str,
+        chat_template: Option<&str>,
+        special_tokens: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let tok = TextTokenizer::from_json_str(json).map_err(to_py)?;
+        let vars = model_dir::vars_from(&str_dict(special_tokens)?);
+        Ok(PyChatTokenizer {
+            inner: encode::ChatTokenizer::new(tok, template(chat_template)?, vars),
+        })
+    }
+
+    /// Builds from a tiktoken rank file, its pre-tokenizer pattern and its special tokens.
+    #[staticmethod]
+    #[pyo3(signature = (ranks_path, pattern, special_tokens=None, chat_template=None, template_vars=None))]
+    fn from_tiktoken(
+        ranks_path: PathBuf,
+        pattern: &str,
+        special_tokens: Option<&Bound<'_, PyDict>>,
+        chat_template: Option<&str>,
+        template_vars: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let specials: Vec<(String, u32)> = special_tokens
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+                    .collect::<PyResult<_>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let tok = turnpack_core::tiktoken::load(&ranks_path, pattern, &specials).map_err(to_py)?;
+        let vars = model_dir::vars_from(&str_dict(template_vars)?);
+        Ok(PyChatTokenizer {
+            inner: encode::ChatTokenizer::new(
+                TextTokenizer::new(tok),
+                template(chat_template)?,
+                vars,
+            ),
+        })
+    }
+
+    /// Renders a conversation to text, as `apply_chat_template(tokenize=False)` does.
+    #[pyo3(signature = (messages, tools=None, add_generation_prompt=false, **template_kwargs))]
+    fn render(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        tools: Option<&Bound<'_, PyAny>>,
+        add_generation_prompt: bool,
+        template_kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<String> {
+        let conv = conversation(messages)?;
+        let tools = tools_value(tools)?;
+        let vars = vars_from_dict(template_kwargs)?;
+        py.detach(|| {
+            self.inner
+                .render(&conv, &tools, add_generation_prompt, &vars)
+        })
+        .map_err(to_py)
+    }
+
+    /// Encodes a conversation: token ids and the mask of trained tokens.
+    #[pyo3(signature = (messages, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", **template_kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        tools: Option<&Bound<'_, PyAny>>,
+        supervise: &str,
+        eot: EotArg,
+        start: &str,
+        spans: &str,
+        boundary: &str,
+        template_kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyEncoding> {
+        let opts = parse_options(supervise, eot, start, spans, boundary)?;
+        let conv = conversation(messages)?;
+        let tools = tools_value(tools)?;
+        let vars = vars_from_dict(template_kwargs)?;
+        let encoded = py
+            .detach(|| self.inner.encode(&conv, &tools, &vars, &opts))
+            .map_err(to_py)?;
+        Ok(PyEncoding::new(py, encoded))
+    }
+
+    /// Encodes many conversations in parallel (GIL released), with the same results as `encode`.
+    /// `on_error="skip"` puts the exception in place of a failed sample instead of raising.
+    #[pyo3(signature = (conversations, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", num_threads=None, on_error="raise", **template_kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        conversations: &Bound<'_, PyAny>,
+        tools: Option<&Bound<'_, PyAny>>,
+        supervise: &str,
+        eot: EotArg,
+        start: &str,
+        spans: &str,
+        boundary: &str,
+        num_threads: Option<usize>,
+        on_error: &str,
+        template_kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyList>> {
+        let skip = match on_error {
+            "raise" => false,
+            "skip" => true,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "on_error must be 'raise' or 'skip', got {other:?}"
+                )))
+            }
+        };
+        let opts = parse_options(supervise, eot, start, spans, boundary)?;
+        let tools = tools_value(tools)?;
+        let vars = vars_from_dict(template_kwargs)?;
+        // Each item is a conversation (list of messages) or a dict with "messages" and optional "tools".
+        let mut inputs: Vec<Result<(Conversation, Option<minijinja::Value>), PyErr>> = Vec::new();
+        for item in conversations.try_iter()? {
+            let item = item?;
+            inputs.push((|| {
+                if let Ok(d) = item.cast::<PyDict>() {
+                    let messages = d.get_item("messages")?.ok_or_else(|| {
+                        crate::errors::ConversationError::new_err(
+                            "a sample dict needs a 'messages' key",
+                        )
+                    })?;
+                    let row_tools = d.get_item("tools")?.filter(|t| !t.is_none());
+                    Ok((
+                        conversation(&messages)?,
+                        row_tools.map(|t| tools_value(Some(&t))).transpose()?,
+                    ))
+                } else {
+                    Ok((conversation(&item)?, None))
+                }
+            })());
+        }
+        let threads = num_threads.unwrap_or_else(parallel::default_threads).max(1);
+        let pool = parallel::pool(threads).map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
+        let tok = &self.inner;
+        let results: Vec<Option<Result<Encoded, Error>>> = py.detach(|| {
+            pool.install(|| {
+                inputs
+                    .par_iter()
+                    .map(|input| {
+                        input.as_ref().ok().map(|(conv, row_tools)| {
+                            tok.encode(conv, row_tools.as_ref().unwrap_or(&tools), &vars, &opts)
+                        })
+                    })
+                    .collect()
+            })
+        });
+        let out = PyList::empty(py);
+        for (i, (input, result)) in inputs.into_iter().zip(results).enumerate() {
+            let err = match (input, result) {
+                (Err(e), _) => with_sample(py, e, i),
+                (Ok(_), Some(Ok(enc))) => {
+                    out.append(Py::new(py, PyEncoding::new(py, enc))?)?;
+                    continue;
+                }
+                (Ok(_), Some(Err(e))) => to_py_with_context(e, Some(i)),
+                (Ok(_), None) => unreachable!("every parsed input is encoded"),
+            };
+            if skip {
+                out.append(err.value(py))?;
+            } else {
+                return Err(err);
+            }
+        }
+        Ok(out.unbind())
+    }
+
+    /// Plain tokenization of `text` (no template; special tokens recognised; no BOS/EOS added).
+    fn tokenize(&self, text: &str) -> PyResult<Vec<u32>> {
+        Ok(self.inner.tokenizer.encode(text).map_err(to_py)?.ids)
+    }
+
+    /// The underlying tokenizer as tokenizer.json text (loadable with `tokenizers.Tokenizer.from_str`).
+    fn to_tokenizer_json(&self) -> PyResult<String> {
+        self.inner.tokenizer.to_json().map_err(to_py)
+    }
+
+    #[getter]
+    fn special_tokens(&self) -> Vec<String> {
+        self.inner.tokenizer.special_tokens().to_vec()
+    }
+
+    #[getter]
+    fn has_chat_template(&self) -> bool {
+        self.inner.template.is_some()
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.tokenizer.token_to_id(token)
+    }
+}
+
+/// Prefixes a Python exception's message with the sample index, keeping its type.
+fn with_sample(py: Python<'_>, err: PyErr, index: usize) -> PyErr {
+    let message = format!("sample {index}: {}", err.value(py));
+    match err.get_type(py).call1((message,)) {
+        Ok(value) => PyErr::from_value(value),
+        Err(_) => err,
+    }
+}
+
+/// Render a chat template without a tokenizer.
+#[pyfunction]
+#[pyo3(signature = (chat_template, messages, tools=None, add_generation_prompt=false, **template_vars))]
+pub fn render_template(
+    py: Python<'_>,
+    chat_template: &str,
+    messages: &Bound<'_, PyAny>,
+    tools: Option<&Bound<'_, PyAny>>,
+    add_generation_prompt: bool,
+    template_vars: Option<&Bound<'_, PyDict>>,
+) -> PyResult<String> {
+    let template = ChatTemplate::new(chat_template).map_err(to_py)?;
+    let conv = conversation(messages)?;
+    let tools = tools_value(tools)?;
+    let vars = vars_from_dict(template_vars)?;
+    py.detach(|| {
+        let ctx = turnpack_core::template::context(
+            minijinja::Value::from(conv.values()),
+            tools,
+            add_generation_prompt,
+            vars.iter().map(|(k, v)| (k.as_str(), v)),
+        );
+        template.render(&ctx).map(|r| r.text)
+    })
+    .map_err(to_py)
+}
+
+/// One encoded conversation. Offsets and spans are character offsets into `text`.
+#[pyclass(module = "turnpack._core", name = "Encoding", frozen)]
+pub struct PyEncoding {
+    #[pyo3(get)]
+    input_ids: Py<PyArray1<i32>>,
+    #[pyo3(get)]
+    mask: Py<PyArray1<bool>>,
+    #[pyo3(get)]
+    offsets: Py<PyArray2<i32>>,
+    #[pyo3(get)]
+    spans: Vec<(usize, usize)>,
+    #[pyo3(get)]
+    span_messages: Vec<Option<usize>>,
+    #[pyo3(get)]
+    skipped: Vec<usize>,
+    #[pyo3(get)]
+    text: String,
+    /// Number of trained tokens.
+    #[pyo3(get)]
+    num_trained: usize,
+    len: usize,
+}
+
+impl PyEncoding {
+    fn new(py: Python<'_>, enc: Encoded) -> Self {
+        let chars = turnpack_core::spans::CharIndex::new(&enc.text);
+        let n = enc.ids.len();
+        let num_trained = enc.mask.iter().filter(|&&m| m).count();
+        let flat: Vec<i32> = enc
+            .offsets
+            .iter()
+            .flat_map(|&(a, b)| [chars.char_of(a) as i32, chars.char_of(b) as i32])
+            .collect();
+        let offsets = Array2::from_shape_vec((n, 2), flat).expect("two offsets per token");
+        PyEncoding {
+            input_ids: enc
+                .ids
+                .iter()
+                .map(|&i| i as i32)
+                .collect::<Vec<_>>()
+                .into_pyarray(py)
+                .unbind(),
+            mask: enc.mask.into_pyarray(py).unbind(),
+            offsets: offsets.into_pyarray(py).unbind(),
+            spans: enc
+                .spans
+                .iter()
+                .map(|s| (chars.char_of(s.start), chars.char_of(s.end)))
+                .collect(),
+            span_messages: enc.span_messages,
+            skipped: enc.skipped,
+            text: enc.text,
+            num_trained,
+            len: n,
+        }
+    }
+}
+
+#[pymethods]
+impl PyEncoding {
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Encoding(tokens={}, trained={}, spans={}, skipped={:?})",
+            self.len,
+            self.num_trained,
+            self.spans.len(),
+            self.skipped
+        )
+    }
+}
