@@ -8,10 +8,13 @@ from turnpack._core import (
     ChatTokenizer,
     ConversationError,
     Encoding,
+    PackedBatch,
+    Packer,
     TemplateError,
     TokenizerError,
     TurnpackError,
     __version__,
+    pack,
     render_template,
 )
 
@@ -19,9 +22,12 @@ __all__ = [
     "ChatTokenizer",
     "ConversationError",
     "Encoding",
+    "PackedBatch",
+    "Packer",
     "TemplateError",
     "TokenizerError",
     "TurnpackError",
     "__version__",
+    "pack",
     "render_template",
 ]

@@ -409,9 +409,9 @@ pub fn render_template(
 #[pyclass(module = "turnpack._core", name = "Encoding", frozen)]
 pub struct PyEncoding {
     #[pyo3(get)]
-    input_ids: Py<PyArray1<i32>>,
+    pub(crate) input_ids: Py<PyArray1<i32>>,
     #[pyo3(get)]
-    mask: Py<PyArray1<bool>>,
+    pub(crate) mask: Py<PyArray1<bool>>,
     #[pyo3(get)]
     offsets: Py<PyArray2<i32>>,
     #[pyo3(get)]
