@@ -8,7 +8,7 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use turnpack_core::conversation::Conversation;
@@ -352,6 +352,33 @@ impl PyChatTokenizer {
     /// The underlying tokenizer as tokenizer.json text (loadable with `tokenizers.Tokenizer.from_str`).
     fn to_tokenizer_json(&self) -> PyResult<String> {
         self.inner.tokenizer.to_json().map_err(to_py)
+    }
+
+    /// Pickle support (DataLoader workers started with "spawn"): rebuilt from the tokenizer's JSON,
+    /// the template's source and the template variables.
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let py = slf.py();
+        let this = slf.borrow();
+        let json = this.inner.tokenizer.to_json().map_err(to_py)?;
+        let source = this.inner.template.as_ref().map(|t| t.source().to_string());
+        let vars = PyDict::new(py);
+        for (k, v) in &this.inner.vars {
+            if let Some(s) = v.as_str() {
+                vars.set_item(k, s)?;
+            }
+        }
+        let ctor = slf.get_type().getattr("from_tokenizer_json")?;
+        let args = PyTuple::new(
+            py,
+            [
+                json.into_pyobject(py)?.into_any(),
+                source.into_pyobject(py)?.into_any(),
+                vars.into_any(),
+            ],
+        )?;
+        Ok((ctor, args))
     }
 
     #[getter]

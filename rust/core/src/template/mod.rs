@@ -22,6 +22,8 @@ const TEMPLATE_NAME: &str = "chat_template";
 pub struct ChatTemplate {
     env: Environment<'static>,
     has_generation_tags: bool,
+    /// The source as given (kept so that a tokenizer can be pickled and rebuilt).
+    source: String,
 }
 
 /// One rendering: the text and the byte ranges of its `{% generation %}` blocks.
@@ -86,7 +88,13 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             env,
             has_generation_tags,
+            source: source.to_string(),
         })
+    }
+
+    /// The template's source text.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Whether the template marks assistant output with `{% generation %}` blocks.

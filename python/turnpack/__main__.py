@@ -1,0 +1,5 @@
+import sys
+
+from turnpack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,238 @@
+"""Type stubs for `turnpack._core`, the PyO3 binding over the Rust core."""
+
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+Message: TypeAlias = Mapping[str, Any]
+Conversation: TypeAlias = Sequence[Message]
+Supervise: TypeAlias = Literal["assistant", "last_assistant", "all"]
+Start: TypeAlias = Literal["prompt", "content"]
+SpanSource: TypeAlias = Literal["diff", "generation"]
+Boundary: TypeAlias = Literal["merge", "split"]
+Overflow: TypeAlias = Literal["drop", "truncate"]
+Eot: TypeAlias = Literal["auto"] | Sequence[str] | None
+
+class TurnpackError(ValueError):
+    """Base class of turnpack's errors."""
+
+class TemplateError(TurnpackError):
+    """A chat template failed to compile or raised (its message is kept), or its spans are inconsistent."""
+
+class ConversationError(TurnpackError):
+    """A conversation is malformed (not a list of dicts, missing or unknown role, wrong content type)."""
+
+class TokenizerError(TurnpackError):
+    """A tokenizer could not be loaded or used."""
+
+class Encoding:
+    """One encoded conversation. `offsets` and `spans` are character offsets into `text`."""
+
+    @property
+    def input_ids(self) -> npt.NDArray[np.int32]:
+        """Token ids of the whole rendering, `[n]`."""
+    @property
+    def mask(self) -> npt.NDArray[np.bool_]:
+        """True where the token is trained, `[n]`."""
+    @property
+    def offsets(self) -> npt.NDArray[np.int32]:
+        """`[n, 2]` character range of each token in `text`."""
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Character spans of the trained text (end-of-turn tokens included), in order."""
+    @property
+    def span_messages(self) -> list[int | None]:
+        """The message index of each span (None for `supervise="all"` and generation spans)."""
+    @property
+    def skipped(self) -> list[int]:
+        """Indices of supervised messages that render no text of their own (no span)."""
+    @property
+    def text(self) -> str:
+        """The rendering, equal to `apply_chat_template(tokenize=False)`."""
+    @property
+    def num_trained(self) -> int:
+        """Number of trained tokens."""
+    def __len__(self) -> int: ...
+
+class ChatTokenizer:
+    """A tokenizer and a chat template: renders conversations and encodes them with training masks."""
+
+    def __init__(
+        self,
+        tokenizer: str | PathLike[str],
+        chat_template: str | None = None,
+        special_tokens: Mapping[str, str] | None = None,
+    ) -> None:
+        """Loads a tokenizer.json; `special_tokens` are template variables (`bos_token`, `eos_token`...)."""
+    @staticmethod
+    def from_dir(path: str | PathLike[str], chat_template: str | None = None) -> ChatTokenizer:
+        """Loads a Hugging Face model folder: tokenizer.json, tokenizer_config.json (special tokens and
+        `chat_template`) or chat_template.jinja (which wins)."""
+    @staticmethod
+    def from_tokenizer_json(
+        json: str, chat_template: str | None = None, special_tokens: Mapping[str, str] | None = None
+    ) -> ChatTokenizer:
+        """Builds from the text of a tokenizer.json."""
+    @staticmethod
+    def from_tiktoken(
+        ranks_path: str | PathLike[str],
+        pattern: str,
+        special_tokens: Mapping[str, int] | None = None,
+        chat_template: str | None = None,
+        template_vars: Mapping[str, str] | None = None,
+    ) -> ChatTokenizer:
+        """Builds an equivalent byte-level BPE from a tiktoken rank file (Llama 3/4 `tokenizer.model`,
+        Qwen `qwen.tiktoken`), its pre-tokenizer pattern and its special tokens `{text: id}`."""
+    def render(
+        self,
+        messages: Conversation,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = False,
+        **template_kwargs: Any,
+    ) -> str:
+        """Renders like transformers' `apply_chat_template(tokenize=False)`."""
+    def encode(
+        self,
+        messages: Conversation,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        supervise: Supervise = "assistant",
+        eot: Eot = "auto",
+        start: Start = "prompt",
+        spans: SpanSource = "diff",
+        boundary: Boundary = "merge",
+        **template_kwargs: Any,
+    ) -> Encoding:
+        """Renders, finds each supervised message's span, tokenizes once and builds the mask.
+
+        `eot="auto"` also trains the special token that ends a turn (when only whitespace precedes
+        it), a list names the end-of-turn strings, None turns it off (generation spans are extended
+        only by an explicit list). `start="prompt"` trains from the end of the generation prompt
+        (where that rendering is a prefix), `"content"` from where the message's text differs.
+        `boundary="split"` tokenizes the text before each span and the span separately."""
+    def encode_batch(
+        self,
+        conversations: Iterable[Conversation | Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        supervise: Supervise = "assistant",
+        eot: Eot = "auto",
+        start: Start = "prompt",
+        spans: SpanSource = "diff",
+        boundary: Boundary = "merge",
+        num_threads: int | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        **template_kwargs: Any,
+    ) -> list[Encoding | TurnpackError]:
+        """`encode` on many conversations in parallel in Rust with the GIL released. Items are message
+        lists or dicts with "messages" and optional per-row "tools". `num_threads` defaults to
+        $TURNPACK_NUM_THREADS or all cores. With `on_error="skip"` a failed sample's exception
+        (naming `sample i`) takes its place in the result; with "raise" the first one is raised."""
+    def tokenize(self, text: str) -> list[int]:
+        """Plain tokenization: no template, special tokens recognised, no BOS/EOS added."""
+    def to_tokenizer_json(self) -> str:
+        """The tokenizer as tokenizer.json text (`tokenizers.Tokenizer.from_str` loads it)."""
+    @property
+    def special_tokens(self) -> list[str]:
+        """The tokenizer's special (added) tokens."""
+    @property
+    def has_chat_template(self) -> bool: ...
+    def token_to_id(self, token: str) -> int | None: ...
+
+def render_template(
+    chat_template: str,
+    messages: Conversation,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    add_generation_prompt: bool = False,
+    **template_vars: Any,
+) -> str:
+    """Renders a chat template without a tokenizer."""
+
+class PackedBatch:
+    """Packed rows. Per-token arrays are `[rows, seq_len]`."""
+
+    @property
+    def seq_len(self) -> int: ...
+    @property
+    def input_ids(self) -> npt.NDArray[np.int32]:
+        """Tokens; padding (`pad_id`) only at the end of a row."""
+    @property
+    def labels(self) -> npt.NDArray[np.int64]:
+        """`labels[t]` is `input_ids[t + 1]` when that token is trained and in the same document, else -100
+        (so every document's last position and all padding are -100)."""
+    @property
+    def position_ids(self) -> npt.NDArray[np.int32]:
+        """0, 1, 2... restarting at each document (and for the padding run)."""
+    @property
+    def document_ids(self) -> npt.NDArray[np.int32]:
+        """0, 1, 2... per document of a row; padding gets its own id (the row's document count)."""
+    @property
+    def cu_seqlens(self) -> npt.NDArray[np.int32]:
+        """`[rows, max_segments + 1]` document boundaries per row, tail filled with `seq_len`."""
+    @property
+    def sample_ids(self) -> npt.NDArray[np.int64]:
+        """`[rows, max_segments]` sample id of each document, -1 for padding and fill."""
+    @property
+    def doc_lens(self) -> npt.NDArray[np.uint32]:
+        """Length of every document, row 0's first (flat)."""
+    @property
+    def row_doc_offsets(self) -> npt.NDArray[np.uint64]:
+        """`rows + 1` offsets into `doc_lens` delimiting each row's documents."""
+    @property
+    def stats(self) -> dict[str, float]:
+        """samples_in, packed, pending, dropped (+ by reason), truncated, tokens, trained_tokens,
+        padding_tokens, rows, efficiency (cumulative for a `Packer`)."""
+    @property
+    def efficiency(self) -> float:
+        """Non-padding positions / all positions of these rows."""
+    def __len__(self) -> int: ...
+
+Sample: TypeAlias = Encoding | tuple[npt.ArrayLike, npt.ArrayLike] | Mapping[str, npt.ArrayLike]
+
+def pack(
+    samples: Iterable[Sample],
+    seq_len: int,
+    *,
+    buffer: int = 1024,
+    max_open_rows: int = 16,
+    overflow: Overflow = "drop",
+    pad_id: int = 0,
+    sample_ids: Sequence[int] | None = None,
+) -> PackedBatch:
+    """Best-fit decreasing over a bounded buffer; a sample is never split and never shares attention.
+    Samples longer than `seq_len` are dropped (counted) or truncated (counted); samples with nothing
+    to train are dropped and counted. `sample_ids` default to the input positions."""
+
+class Packer:
+    """Streaming `pack`: push samples, pop finished rows, `flush()` at the end."""
+
+    def __init__(
+        self,
+        seq_len: int,
+        *,
+        buffer: int = 1024,
+        max_open_rows: int = 16,
+        overflow: Overflow = "drop",
+        pad_id: int = 0,
+    ) -> None: ...
+    def push(
+        self, sample: Sample, sample_id: int | None = None
+    ) -> Literal["accepted", "truncated", "dropped_empty", "dropped_too_long", "dropped_nothing_to_train"]:
+        """Adds a sample; `sample_id` defaults to the number of samples pushed before it."""
+    def extend(self, samples: Iterable[Sample], sample_ids: Sequence[int] | None = None) -> int:
+        """Pushes every sample; returns how many were admitted."""
+    @property
+    def ready_rows(self) -> int: ...
+    def pop_ready(self) -> PackedBatch | None:
+        """The rows finished so far, or None."""
+    def flush(self) -> PackedBatch:
+        """Packs everything buffered and returns every row not yet popped."""
+    @property
+    def stats(self) -> dict[str, float]: ...
+    @property
+    def seq_len(self) -> int: ...
