@@ -8,6 +8,7 @@ import jinja2
 import pytest
 import reference as R
 import turnpack
+from tiny_tokenizer import tiny_tokenizer_json
 
 CHATML = (
     "{% for message in messages %}"
@@ -29,23 +30,9 @@ GOOD = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hel
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer_path(tmp_path_factory):
-    """A small byte-level BPE tokenizer.json with ChatML special tokens, trained here."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(
-        ["hello hi user assistant system tool " * 20, "the quick brown fox\n" * 20], trainer
-    )
+    """A small byte-level BPE tokenizer.json with ChatML special tokens."""
     path = tmp_path_factory.mktemp("tiny") / "tokenizer.json"
-    tok.save(str(path))
+    path.write_text(tiny_tokenizer_json())
     return str(path)
 
 

@@ -15,6 +15,7 @@ Supervise: TypeAlias = Literal["assistant", "last_assistant", "all"]
 Start: TypeAlias = Literal["prompt", "content"]
 SpanSource: TypeAlias = Literal["diff", "generation"]
 Boundary: TypeAlias = Literal["merge", "split"]
+Method: TypeAlias = Literal["auto", "per_message"]
 Overflow: TypeAlias = Literal["drop", "truncate"]
 Eot: TypeAlias = Literal["auto"] | Sequence[str] | None
 
@@ -57,6 +58,9 @@ class Encoding:
     @property
     def num_trained(self) -> int:
         """Number of trained tokens."""
+    @property
+    def renders(self) -> int:
+        """How many times the template was rendered to encode this conversation."""
     def __len__(self) -> int: ...
 
 class ChatTokenizer:
@@ -106,6 +110,7 @@ class ChatTokenizer:
         start: Start = "prompt",
         spans: SpanSource = "diff",
         boundary: Boundary = "merge",
+        method: Method = "auto",
         **template_kwargs: Any,
     ) -> Encoding:
         """Renders, finds each supervised message's span, tokenizes once and builds the mask.
@@ -114,7 +119,10 @@ class ChatTokenizer:
         it), a list names the end-of-turn strings, None turns it off (generation spans are extended
         only by an explicit list). `start="prompt"` trains from the end of the generation prompt
         (where that rendering is a prefix), `"content"` from where the message's text differs.
-        `boundary="split"` tokenizes the text before each span and the span separately."""
+        `boundary="split"` tokenizes the text before each span and the span separately.
+        `method="auto"` finds every message's blanked rendering from four renderings when the
+        template is local (checked; else per message); `"per_message"` always renders per message
+        (the reference; same results)."""
     def encode_batch(
         self,
         conversations: Iterable[Conversation | Mapping[str, Any]],
@@ -125,6 +133,7 @@ class ChatTokenizer:
         start: Start = "prompt",
         spans: SpanSource = "diff",
         boundary: Boundary = "merge",
+        method: Method = "auto",
         num_threads: int | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         **template_kwargs: Any,

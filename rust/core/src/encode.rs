@@ -2,6 +2,7 @@
 //! token ids with a mask of the tokens the model learns to write.
 
 use crate::conversation::Conversation;
+use crate::layout;
 use crate::spans::{self, Diff};
 use crate::template::{self, ChatTemplate, Rendered};
 use crate::tokenizer::{TextTokenizer, Tokens};
@@ -63,6 +64,21 @@ pub enum Boundary {
     Split,
 }
 
+/// How the blanked renderings of the diff are obtained (the spans are the same either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// From a constant number of renderings when the template is local (see [`crate::layout`]),
+    /// else per message.
+    #[default]
+    Auto,
+    /// One rendering per supervised message: the reference method.
+    PerMessage,
+}
+
+/// Below this many supervised messages rendering per message is as cheap as the layout's four
+/// extra renderings.
+const LAYOUT_MIN_TARGETS: usize = 4;
+
 #[derive(Debug, Clone, Default)]
 pub struct EncodeOptions {
     pub supervise: Supervise,
@@ -70,6 +86,7 @@ pub struct EncodeOptions {
     pub spans: SpanSource,
     pub eot: Eot,
     pub boundary: Boundary,
+    pub method: Method,
 }
 
 /// One encoded conversation.
@@ -86,6 +103,14 @@ pub struct Encoded {
     pub span_messages: Vec<Option<usize>>,
     /// Assistant messages chosen for training that render no text of their own.
     pub skipped: Vec<usize>,
+    /// How many times the template was rendered to encode this conversation.
+    pub renders: usize,
+}
+
+thread_local! {
+    /// Renderings done on this thread; an encode runs on one thread from start to end, so the
+    /// difference across it is that encode's count, without threading a counter through every call.
+    static RENDERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Template variables: special tokens from the tokenizer config, then per-call keywords.
@@ -132,6 +157,7 @@ impl ChatTokenizer {
             add_generation_prompt,
             all,
         );
+        RENDERS.with(|r| r.set(r.get() + 1));
         self.template()?.render(&ctx)
     }
 
@@ -155,6 +181,7 @@ impl ChatTokenizer {
         vars: &Vars,
         opts: &EncodeOptions,
     ) -> Result<Encoded> {
+        let renders_before = RENDERS.with(|r| r.get());
         let messages = conv.values();
         let full = self.render_values(&messages, tools, false, vars)?;
         let text = full.text.as_str();
@@ -188,11 +215,19 @@ impl ChatTokenizer {
             }
         } else {
             let boundaries = token_boundaries(&tokens, text.len());
-            for index in self.targets(conv, opts.supervise) {
+            let targets = self.targets(conv, opts.supervise);
+            let layout = match opts.method {
+                Method::Auto if targets.len() >= LAYOUT_MIN_TARGETS => {
+                    self.layout(&messages, &targets, text, tools, vars)
+                }
+                _ => None,
+            };
+            for (j, &index) in targets.iter().enumerate() {
+                let own = layout.as_ref().map(|ranges| &ranges[j]);
                 match self.message_span(
-                    conv,
                     &messages,
                     index,
+                    own,
                     text,
                     &boundaries,
                     tools,
@@ -212,6 +247,7 @@ impl ChatTokenizer {
         out.ids = tokens.ids;
         out.offsets = tokens.offsets;
         out.text = full.text;
+        out.renders = RENDERS.with(|r| r.get()) - renders_before;
         Ok(out)
     }
 
@@ -231,30 +267,79 @@ impl ChatTokenizer {
         }
     }
 
+    /// Byte range of each target's own text in `text`, from the layout renderings, or `None` when
+    /// the template is not local (see [`crate::layout`]).
+    fn layout(
+        &self,
+        messages: &[Value],
+        targets: &[usize],
+        text: &str,
+        tools: &Value,
+        vars: &Vars,
+    ) -> Option<Vec<Range<usize>>> {
+        if !layout::marker_free(text) {
+            return None;
+        }
+        let render_with = |content: &dyn Fn(usize) -> Option<String>| -> Option<String> {
+            let mut replaced = messages.to_vec();
+            for (j, &i) in targets.iter().enumerate() {
+                if let Some(c) = content(j) {
+                    replaced[i] = blank_message(Value::from(c));
+                }
+            }
+            self.render_values(&replaced, tools, false, vars)
+                .ok()
+                .map(|r| r.text)
+        };
+        let k = targets.len();
+        let marked = render_with(&|j| Some(layout::marker(j)))?;
+        let t = layout::split_all_marked(&marked, k)?;
+        let blanked = render_with(&|_| Some(String::new()))?;
+        if !layout::is_concatenation(&blanked, &t) {
+            return None;
+        }
+        let even = render_with(&|j| (j % 2 == 0).then(|| layout::marker(j)))?;
+        let odd = if k > 1 {
+            render_with(&|j| (j % 2 == 1).then(|| layout::marker(j)))?
+        } else {
+            text.to_string()
+        };
+        let mut xs = vec![None; k];
+        layout::read_unmarked(&even, &t, 0, &mut xs)?;
+        layout::read_unmarked(&odd, &t, 1, &mut xs)?;
+        layout::place(text, &t, &xs)
+    }
+
     /// The trained byte range of message `index` in `text` (the full rendering), or `None` when the
-    /// message renders no text of its own.
+    /// message renders no text of its own. `own` is the message's text in `text` when the layout
+    /// is known; otherwise the conversation is rendered again with the message blanked.
     #[allow(clippy::too_many_arguments)]
     fn message_span(
         &self,
-        conv: &Conversation,
         messages: &[Value],
         index: usize,
+        own: Option<&Range<usize>>,
         text: &str,
         boundaries: &[bool],
         tools: &Value,
         vars: &Vars,
         opts: &EncodeOptions,
     ) -> Result<Option<Range<usize>>> {
-        let mut blanked = messages.to_vec();
-        blanked[index] = Value::from_pairs([("role", "assistant"), ("content", "")]);
-        let blank = self
-            .render_values(&blanked, tools, false, vars)
-            .map_err(|e| {
-                Error::Template(format!(
-                    "message {index}: rendering with the message blanked failed: {e}"
-                ))
-            })?;
-        let blank = blank.text.as_str();
+        let blank = match own {
+            Some(own) => layout::without(text, own),
+            None => {
+                let mut blanked = messages.to_vec();
+                blanked[index] = blank_message(Value::from(""));
+                self.render_values(&blanked, tools, false, vars)
+                    .map_err(|e| {
+                        Error::Template(format!(
+                            "message {index}: rendering with the message blanked failed: {e}"
+                        ))
+                    })?
+                    .text
+            }
+        };
+        let blank = blank.as_str();
         if blank == text {
             return Ok(None);
         }
@@ -273,7 +358,6 @@ impl ChatTokenizer {
             Some(p) if p <= chosen.end => p,
             _ => chosen.start,
         };
-        let _ = conv;
         let end = self.extend_eot(text, chosen.end, &opts.eot);
         Ok(Some(start..end))
     }
@@ -328,6 +412,11 @@ impl ChatTokenizer {
         }
         Ok(out)
     }
+}
+
+/// What a message is replaced with to find its text: an assistant turn with only `content`.
+fn blank_message(content: Value) -> Value {
+    Value::from_pairs([("role", Value::from("assistant")), ("content", content)])
 }
 
 fn push_span(out: &mut Encoded, span: Range<usize>, message: Option<usize>) -> Result<()> {

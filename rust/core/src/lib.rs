@@ -6,6 +6,7 @@
 pub mod conversation;
 pub mod encode;
 pub mod error;
+pub mod layout;
 pub mod model_dir;
 pub mod pack;
 pub mod spans;

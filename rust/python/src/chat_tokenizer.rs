@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use std::path::PathBuf;
 use turnpack_core::conversation::Conversation;
 use turnpack_core::encode::{
-    self, Boundary, EncodeOptions, Encoded, Eot, SpanSource, Start, Supervise, Vars,
+    self, Boundary, EncodeOptions, Encoded, Eot, Method, SpanSource, Start, Supervise, Vars,
 };
 use turnpack_core::model_dir;
 use turnpack_core::template::{value::from_json, ChatTemplate};
@@ -90,6 +90,7 @@ fn parse_options(
     start: &str,
     spans: &str,
     boundary: &str,
+    method: &str,
 ) -> PyResult<EncodeOptions> {
     let bad = |what: &str, got: &str, choices: &str| {
         PyValueError::new_err(format!("{what} must be one of {choices}, got {got:?}"))
@@ -121,12 +122,18 @@ fn parse_options(
         "split" => Boundary::Split,
         other => return Err(bad("boundary", other, "'merge', 'split'")),
     };
+    let method = match method {
+        "auto" => Method::Auto,
+        "per_message" => Method::PerMessage,
+        other => return Err(bad("method", other, "'auto', 'per_message'")),
+    };
     Ok(EncodeOptions {
         supervise,
         start,
         spans,
         eot: eot.0,
         boundary,
+        method,
     })
 }
 
@@ -234,7 +241,7 @@ impl PyChatTokenizer {
     }
 
     /// Encodes a conversation: token ids and the mask of trained tokens.
-    #[pyo3(signature = (messages, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", **template_kwargs))]
+    #[pyo3(signature = (messages, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", **template_kwargs))]
     #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
@@ -246,9 +253,10 @@ impl PyChatTokenizer {
         start: &str,
         spans: &str,
         boundary: &str,
+        method: &str,
         template_kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyEncoding> {
-        let opts = parse_options(supervise, eot, start, spans, boundary)?;
+        let opts = parse_options(supervise, eot, start, spans, boundary, method)?;
         let conv = conversation(messages)?;
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
@@ -260,7 +268,7 @@ impl PyChatTokenizer {
 
     /// Encodes many conversations in parallel (GIL released), with the same results as `encode`.
     /// `on_error="skip"` puts the exception in place of a failed sample instead of raising.
-    #[pyo3(signature = (conversations, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", num_threads=None, on_error="raise", **template_kwargs))]
+    #[pyo3(signature = (conversations, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", num_threads=None, on_error="raise", **template_kwargs))]
     #[allow(clippy::too_many_arguments)]
     fn encode_batch(
         &self,
@@ -272,6 +280,7 @@ impl PyChatTokenizer {
         start: &str,
         spans: &str,
         boundary: &str,
+        method: &str,
         num_threads: Option<usize>,
         on_error: &str,
         template_kwargs: Option<&Bound<'_, PyDict>>,
@@ -285,7 +294,7 @@ impl PyChatTokenizer {
                 )))
             }
         };
-        let opts = parse_options(supervise, eot, start, spans, boundary)?;
+        let opts = parse_options(supervise, eot, start, spans, boundary, method)?;
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
         // Each item is a conversation (list of messages) or a dict with "messages" and optional "tools".
@@ -452,6 +461,9 @@ pub struct PyEncoding {
     /// Number of trained tokens.
     #[pyo3(get)]
     num_trained: usize,
+    /// How many times the template was rendered to encode this conversation.
+    #[pyo3(get)]
+    renders: usize,
     len: usize,
 }
 
@@ -485,6 +497,7 @@ impl PyEncoding {
             skipped: enc.skipped,
             text: enc.text,
             num_trained,
+            renders: enc.renders,
             len: n,
         }
     }

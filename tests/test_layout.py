@@ -1,0 +1,148 @@
+"""The layout method (a constant number of renderings per conversation, `method="auto"`) must give
+exactly the encodings of the per-message method (`method="per_message"`, one blanked rendering per
+supervised message), on every fixture template: where a template is not local the layout's checks
+must notice and fall back."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+import reference as R
+import turnpack
+from test_mask_conformance import model_tokenizers
+from tiny_tokenizer import tiny_tokenizer_json
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look a word up",
+            "parameters": {
+                "type": "object",
+                "properties": {"word": {"type": "string"}},
+                "required": ["word"],
+            },
+        },
+    }
+]
+
+
+def plain(n: int) -> list[dict]:
+    msgs = [{"role": "system", "content": "You are terse."}]
+    for i in range(n):
+        msgs += [
+            {"role": "user", "content": f"Question {i}: what is {i} + {i}?"},
+            {"role": "assistant", "content": f"{2 * i}. <b>Done</b> \n"},
+        ]
+    return msgs
+
+
+def reasoning(n: int) -> list[dict]:
+    msgs = []
+    for i in range(n):
+        msgs += [
+            {"role": "user", "content": f"Is {i} even?"},
+            {
+                "role": "assistant",
+                "reasoning_content": f"{i} mod 2 = {i % 2}",
+                "content": "yes" if i % 2 == 0 else "no",
+            },
+        ]
+    return msgs
+
+
+def tool_calls(n: int) -> list[dict]:
+    msgs = [{"role": "user", "content": "Look up some words."}]
+    for i in range(n):
+        call = {"type": "function", "function": {"name": "lookup", "arguments": {"word": f"w{i}"}}}
+        msgs += [
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": f"meaning {i}"},
+            {"role": "assistant", "content": f"w{i} means {i}."},
+            {"role": "user", "content": "next"},
+        ]
+    return msgs[:-1]
+
+
+def mixed(n: int) -> list[dict]:
+    msgs = plain(n)
+    msgs[2]["weight"] = 0  # the first assistant turn is not trained
+    msgs[4]["content"] = ""  # the second renders nothing of its own (skipped)
+    msgs[6]["content"] = "same"  # two assistant turns with the same text
+    msgs[8]["content"] = "same"
+    return msgs
+
+
+CONVERSATIONS = {
+    "plain": (plain(6), None),
+    "reasoning": (reasoning(5), None),
+    "tool_calls": (tool_calls(3), TOOLS),
+    "mixed": (mixed(6), None),
+}
+
+
+@cache
+def tokenizer_for(template_name: str) -> turnpack.ChatTokenizer:
+    return turnpack.ChatTokenizer.from_tokenizer_json(
+        tiny_tokenizer_json(),
+        chat_template=R.load_template(template_name),
+        special_tokens={"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"},
+    )
+
+
+# renderings per conversation of the per-message method: the full one, plus one blanked rendering and
+# one prompt rendering per supervised message
+LAYOUT_USED: dict[tuple[str, str], bool] = {}
+
+
+def outcome(tok, msgs, tools, **kw):
+    try:
+        return tok.encode(msgs, tools=tools, **kw)
+    except turnpack.TurnpackError as e:
+        return type(e)
+
+
+@pytest.mark.parametrize("conversation", list(CONVERSATIONS))
+@pytest.mark.parametrize("start", ["prompt", "content"])
+def test_layout_equals_per_message_on_every_template(conversation, start):
+    msgs, tools = CONVERSATIONS[conversation]
+    compared = 0
+    for name in R.template_names():
+        tok = tokenizer_for(name)
+        fast = outcome(tok, msgs, tools, start=start)
+        slow = outcome(tok, msgs, tools, start=start, method="per_message")
+        if isinstance(slow, type):
+            assert fast is slow, f"{name}: per_message raised {slow.__name__}, auto gave {fast}"
+            continue
+        assert not isinstance(fast, type), f"{name}: auto raised {fast.__name__}"
+        where = f"{name} {conversation} start={start}"
+        assert fast.text == slow.text, where
+        assert fast.spans == slow.spans, f"{where}: {fast.spans} != {slow.spans}"
+        assert fast.skipped == slow.skipped, where
+        assert np.array_equal(fast.mask, slow.mask), where
+        assert fast.renders <= slow.renders + 4, where  # a refused layout costs its 4 renderings
+        LAYOUT_USED[(name, conversation)] = fast.renders < slow.renders
+        compared += 1
+    assert compared >= 40, f"only {compared} templates encoded {conversation}"
+
+
+def test_layout_is_used_by_most_templates():
+    """The constant-render path must actually apply, or the equality above proves nothing."""
+    for conversation in CONVERSATIONS:
+        if not any(k[1] == conversation for k in LAYOUT_USED):
+            test_layout_equals_per_message_on_every_template(conversation, "content")
+    used = [k for k, v in LAYOUT_USED.items() if v]
+    print(f"layout used for {len(used)} of {len(LAYOUT_USED)} template x conversation pairs")
+    assert len(used) >= 0.6 * len(LAYOUT_USED)
+    qwen3 = tokenizer_for("Qwen-Qwen3-0.6B.jinja")
+    enc = qwen3.encode(plain(40), start="content")
+    assert enc.renders == 5, "full + 4 layout renderings, whatever the number of turns"
+
+
+def test_method_is_validated():
+    qwen, _ = model_tokenizers("qwen3")
+    with pytest.raises(ValueError, match="method"):
+        qwen.encode(plain(1), method="fast")
