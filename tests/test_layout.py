@@ -123,7 +123,8 @@ def test_layout_equals_per_message_on_every_template(conversation, start):
         assert fast.spans == slow.spans, f"{where}: {fast.spans} != {slow.spans}"
         assert fast.skipped == slow.skipped, where
         assert np.array_equal(fast.mask, slow.mask), where
-        assert fast.renders <= slow.renders + 4, where  # a refused layout costs its 4 renderings
+        # a refused layout costs its 4 renderings, a refused compression its 1
+        assert fast.renders <= slow.renders + 5, where
         LAYOUT_USED[(name, conversation)] = fast.renders < slow.renders
         compared += 1
     assert compared >= 40, f"only {compared} templates encoded {conversation}"

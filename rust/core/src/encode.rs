@@ -1,6 +1,7 @@
 //! `ChatTokenizer`: a chat template plus a tokenizer; renders conversations and encodes them into
 //! token ids with a mask of the tokens the model learns to write.
 
+use crate::compressed::{self, Compressed};
 use crate::conversation::Conversation;
 use crate::layout;
 use crate::spans::{self, Diff};
@@ -78,6 +79,20 @@ pub enum Method {
 /// Below this many supervised messages rendering per message is as cheap as the layout's four
 /// extra renderings.
 const LAYOUT_MIN_TARGETS: usize = 4;
+
+/// From this many supervised messages on, generation prompts are rendered with marked contents
+/// (one extra, mostly content-free rendering checks that this is sound).
+const COMPRESSED_MIN_TARGETS: usize = 2;
+
+/// What every message's span is found against: the full rendering and what was learnt about it.
+struct Found<'a> {
+    messages: &'a [Value],
+    /// The messages with marked contents, when the template prints contents verbatim.
+    compressed: Option<&'a Compressed>,
+    text: &'a str,
+    /// Whether a byte position of `text` starts or ends a token.
+    boundaries: &'a [bool],
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct EncodeOptions {
@@ -222,18 +237,21 @@ impl ChatTokenizer {
                 }
                 _ => None,
             };
+            let compressed = match (opts.method, opts.start) {
+                (Method::Auto, Start::Prompt) if targets.len() >= COMPRESSED_MIN_TARGETS => {
+                    self.compressed(&messages, text, tools, vars)
+                }
+                _ => None,
+            };
+            let found = Found {
+                messages: &messages,
+                compressed: compressed.as_ref(),
+                text,
+                boundaries: &boundaries,
+            };
             for (j, &index) in targets.iter().enumerate() {
                 let own = layout.as_ref().map(|ranges| &ranges[j]);
-                match self.message_span(
-                    &messages,
-                    index,
-                    own,
-                    text,
-                    &boundaries,
-                    tools,
-                    vars,
-                    opts,
-                )? {
+                match self.message_span(&found, index, own, tools, vars, opts)? {
                     Some(span) => push_span(&mut out, span, Some(index))?,
                     None => out.skipped.push(index),
                 }
@@ -313,18 +331,16 @@ impl ChatTokenizer {
     /// The trained byte range of message `index` in `text` (the full rendering), or `None` when the
     /// message renders no text of its own. `own` is the message's text in `text` when the layout
     /// is known; otherwise the conversation is rendered again with the message blanked.
-    #[allow(clippy::too_many_arguments)]
     fn message_span(
         &self,
-        messages: &[Value],
+        found: &Found<'_>,
         index: usize,
         own: Option<&Range<usize>>,
-        text: &str,
-        boundaries: &[bool],
         tools: &Value,
         vars: &Vars,
         opts: &EncodeOptions,
     ) -> Result<Option<Range<usize>>> {
+        let (messages, text, boundaries) = (found.messages, found.text, found.boundaries);
         let blank = match own {
             Some(own) => layout::without(text, own),
             None => {
@@ -346,7 +362,7 @@ impl ChatTokenizer {
         let raw = spans::diff(text, blank);
         let prompt_end = match opts.start {
             Start::Content => None,
-            Start::Prompt => self.prompt_end(messages, index, text, tools, vars),
+            Start::Prompt => self.prompt_end(found, index, tools, vars),
         };
         let on_boundary =
             |d: &Diff| boundaries[d.end] && (prompt_end.is_some() || boundaries[d.start]);
@@ -362,19 +378,41 @@ impl ChatTokenizer {
         Ok(Some(start..end))
     }
 
-    /// Where the generation prompt for message `index` ends, if that rendering is a prefix of `text`.
-    fn prompt_end(
+    /// The messages with marked contents, if the template prints contents verbatim (checked on the
+    /// whole conversation; see [`crate::compressed`]).
+    fn compressed(
         &self,
         messages: &[Value],
-        index: usize,
         text: &str,
         tools: &Value,
         vars: &Vars,
+    ) -> Option<Compressed> {
+        let c = compressed::compress(messages)?;
+        let marked = self.render_values(&c.messages, tools, false, vars).ok()?;
+        (c.expanded_prefix_of(&marked.text, text) == Some(text.len())).then_some(c)
+    }
+
+    /// Where the generation prompt for message `index` ends, if that rendering is a prefix of the
+    /// full one.
+    fn prompt_end(
+        &self,
+        found: &Found<'_>,
+        index: usize,
+        tools: &Value,
+        vars: &Vars,
     ) -> Option<usize> {
+        if let Some(c) = found.compressed {
+            if let Ok(marked) = self.render_values(&c.messages[..index], tools, true, vars) {
+                return c.expanded_prefix_of(&marked.text, found.text);
+            }
+            // a marked rendering that fails tells nothing: render the real prompt
+        }
         let prompt = self
-            .render_values(&messages[..index], tools, true, vars)
+            .render_values(&found.messages[..index], tools, true, vars)
             .ok()?;
-        text.starts_with(prompt.text.as_str())
+        found
+            .text
+            .starts_with(prompt.text.as_str())
             .then_some(prompt.text.len())
     }
 
