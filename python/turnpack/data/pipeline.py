@@ -1,0 +1,160 @@
+"""Records in, packed rows out: field mapping, encoding in Rust batches, packing.
+
+Encoding runs through `ChatTokenizer.encode_batch` on chunks of records, so the work happens in Rust
+with the GIL released, on `num_threads` threads. Failed samples always come back in place
+(`on_error="skip"` on the Rust side) so that this module can name the file and line of the failure, and
+then raise it or count it as `dropped_error`, as the caller asked.
+
+The packed rows depend only on the order of the records and the packing options (the packer is
+deterministic, and chunking does not change what is pushed), which is what lets a reader replay an
+epoch exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal
+
+from turnpack._core import ChatTokenizer, Packer
+from turnpack.data.batching import Rows
+from turnpack.data.errors import RecordError
+from turnpack.data.records import Fields, to_conversation
+
+__all__ = ["EncodePacker", "OnError", "check_encode_kwargs"]
+
+OnError = Literal["raise", "skip"]
+
+# encode_batch prefixes errors with the sample's index in the chunk, which means nothing to the user.
+_CHUNK_PREFIX = re.compile(r"^sample \d+: ")
+
+# Arguments the pipeline sets itself.
+_RESERVED = frozenset({"num_threads", "on_error", "conversations"})
+
+
+def check_encode_kwargs(encode_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    kwargs = dict(encode_kwargs or {})
+    reserved = sorted(_RESERVED & kwargs.keys())
+    if reserved:
+        raise ValueError(f"encode_kwargs may not set {', '.join(reserved)}: they are arguments of their own")
+    return kwargs
+
+
+def _located(error: BaseException, where: str) -> Exception:
+    """`error` with its message prefixed by the sample's location, keeping its type when possible."""
+    message = f"{where}: {_CHUNK_PREFIX.sub('', str(error), count=1)}"
+    try:
+        located = type(error)(message)
+    except TypeError:  # an exception type that does not take one message
+        located = RecordError(message)
+    located.__cause__ = error
+    return located
+
+
+class EncodePacker:
+    """Turns `(sample_id, record)` pairs into packed `Rows`, keeping count of every sample.
+
+    `describe(sample_id)` names a sample's origin (file and line) for error messages.
+    """
+
+    def __init__(
+        self,
+        tokenizer: ChatTokenizer,
+        seq_len: int,
+        *,
+        describe: Callable[[int], str],
+        buffer: int,
+        max_open_rows: int,
+        overflow: str,
+        pad_id: int,
+        fields: Fields = "auto",
+        encode_kwargs: Mapping[str, Any] | None = None,
+        on_error: OnError = "raise",
+        num_threads: int | None = None,
+        chunk_size: int = 256,
+        max_error_examples: int = 5,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.tokenizer = tokenizer
+        self.packer = Packer(
+            seq_len, buffer=buffer, max_open_rows=max_open_rows, overflow=overflow, pad_id=pad_id
+        )
+        self.describe = describe
+        self.fields: Fields = fields
+        self.encode_kwargs = check_encode_kwargs(encode_kwargs)
+        self.on_error = on_error
+        self.num_threads = num_threads
+        self.chunk_size = max(1, chunk_size)
+        self.samples = 0
+        self.dropped_error = 0
+        # The first few skipped errors, for a summary (`turnpack prepare` prints them).
+        self.error_examples: list[str] = []
+        self._max_examples = max_error_examples
+
+    def counts(self) -> dict[str, int]:
+        """Per-sample counters so far: samples read, and dropped/truncated by reason."""
+        packer = self.packer.stats
+        return {
+            "samples": self.samples,
+            "dropped_error": self.dropped_error,
+            "dropped_empty": packer["dropped_empty"],
+            "dropped_too_long": packer["dropped_too_long"],
+            "dropped_nothing_to_train": packer["dropped_nothing_to_train"],
+            "truncated": packer["truncated"],
+        }
+
+    def run(self, samples: Iterable[tuple[int, Any]]) -> Iterator[Rows]:
+        """Yields rows as soon as the packer finishes them; flushes it when `samples` ends."""
+        chunk: list[tuple[int, dict[str, Any]]] = []
+        for sample_id, record in samples:
+            self.samples += 1
+            conversation = self._conversation(sample_id, record)
+            if conversation is None:
+                continue
+            chunk.append((sample_id, conversation))
+            if len(chunk) >= self.chunk_size:
+                yield from self._encode_and_pack(chunk)
+                chunk = []
+        if chunk:
+            yield from self._encode_and_pack(chunk)
+        rest = self.packer.flush()
+        if len(rest):
+            yield Rows.from_packed(rest)
+
+    def _fail(self, error: Exception) -> None:
+        if self.on_error == "raise":
+            raise error
+        self.dropped_error += 1
+        if len(self.error_examples) < self._max_examples:
+            self.error_examples.append(str(error))
+
+    def _conversation(self, sample_id: int, record: Any) -> dict[str, Any] | None:
+        if isinstance(record, RecordError):  # the source could not decode the row; already located
+            self._fail(record)
+            return None
+        try:
+            return to_conversation(record, self.fields)
+        except RecordError as e:
+            self._fail(_located(e, self.describe(sample_id)))
+            return None
+
+    def _encode_and_pack(self, chunk: list[tuple[int, dict[str, Any]]]) -> Iterator[Rows]:
+        encodings = self.tokenizer.encode_batch(
+            [conversation for _, conversation in chunk],
+            num_threads=self.num_threads,
+            on_error="skip",
+            **self.encode_kwargs,
+        )
+        ids, good = [], []
+        for (sample_id, _), encoding in zip(chunk, encodings):
+            if isinstance(encoding, BaseException):
+                self._fail(_located(encoding, self.describe(sample_id)))
+            else:
+                ids.append(sample_id)
+                good.append(encoding)
+        if good:
+            self.packer.extend(good, sample_ids=ids)
+        ready = self.packer.pop_ready()
+        if ready is not None and len(ready):
+            yield Rows.from_packed(ready)
