@@ -76,13 +76,49 @@ pub enum Method {
     PerMessage,
 }
 
-/// Below this many supervised messages rendering per message is as cheap as the layout's four
-/// extra renderings.
-const LAYOUT_MIN_TARGETS: usize = 4;
+/// Below this many supervised messages rendering per message is as cheap as the layout (four
+/// renderings and one per further bit of the index).
+const LAYOUT_MIN_TARGETS: usize = 7;
 
 /// From this many supervised messages on, generation prompts are rendered with marked contents
 /// (one extra, mostly content-free rendering checks that this is sound).
 const COMPRESSED_MIN_TARGETS: usize = 2;
+
+/// Every target's blanked rendering, known from the layout renderings (see [`crate::layout`]).
+struct Layout {
+    /// The rendering with every target blanked.
+    blanked: String,
+    /// Per target: its own text's range in the full rendering, and the range of `blanked` that
+    /// takes its place when it alone is blanked.
+    regions: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Layout {
+    /// The full rendering with the targets `blank(j)` says blanked.
+    fn with_blanked(&self, full: &str, blank: impl Fn(usize) -> bool) -> String {
+        let mut out = String::with_capacity(full.len());
+        let mut pos = 0;
+        for (j, (own, blank_range)) in self.regions.iter().enumerate() {
+            if blank(j) {
+                out.push_str(&full[pos..own.start]);
+                out.push_str(&self.blanked[blank_range.clone()]);
+                pos = own.end;
+            }
+        }
+        out.push_str(&full[pos..]);
+        out
+    }
+
+    fn blanked(&self, full: &str, j: usize) -> String {
+        let (own, blank) = &self.regions[j];
+        let blank = &self.blanked[blank.clone()];
+        let mut out = String::with_capacity(full.len() - own.len() + blank.len());
+        out.push_str(&full[..own.start]);
+        out.push_str(blank);
+        out.push_str(&full[own.end..]);
+        out
+    }
+}
 
 /// What every message's span is found against: the full rendering and what was learnt about it.
 struct Found<'a> {
@@ -250,8 +286,8 @@ impl ChatTokenizer {
                 boundaries: &boundaries,
             };
             for (j, &index) in targets.iter().enumerate() {
-                let own = layout.as_ref().map(|ranges| &ranges[j]);
-                match self.message_span(&found, index, own, tools, vars, opts)? {
+                let blank = layout.as_ref().map(|l| l.blanked(text, j));
+                match self.message_span(&found, index, blank, tools, vars, opts)? {
                     Some(span) => push_span(&mut out, span, Some(index))?,
                     None => out.skipped.push(index),
                 }
@@ -294,7 +330,7 @@ impl ChatTokenizer {
         text: &str,
         tools: &Value,
         vars: &Vars,
-    ) -> Option<Vec<Range<usize>>> {
+    ) -> Option<Layout> {
         if !layout::marker_free(text) {
             return None;
         }
@@ -322,27 +358,48 @@ impl ChatTokenizer {
         } else {
             text.to_string()
         };
-        let mut xs = vec![None; k];
-        layout::read_unmarked(&even, &t, 0, &mut xs)?;
-        layout::read_unmarked(&odd, &t, 1, &mut xs)?;
-        layout::place(text, &t, &xs)
+        let mut windows = vec![None; k];
+        layout::windows(&even, k, 0, &mut windows)?;
+        layout::windows(&odd, k, 1, &mut windows)?;
+        let regions = layout::regions(&t, &windows)?;
+        let placed = layout::place(text, &blanked, &regions)?;
+        let regions = placed
+            .into_iter()
+            .zip(&regions)
+            .map(|(at, r)| (at, r.blank.clone()))
+            .collect();
+        let layout = Layout { blanked, regions };
+        // The parity renderings check every pair of messages at an odd distance (one blank, the
+        // other intact). Pairs at even distances are checked by blanking along the other bits of
+        // the index: each pair differs in some bit, so some rendering blanks one and keeps the
+        // other, and must equal what the layout predicts.
+        let mut bit = 1;
+        while (1usize << bit) < k {
+            let blank = |j: usize| (j >> bit) & 1 == 0;
+            let rendered = render_with(&|j| blank(j).then(String::new))?;
+            if rendered != layout.with_blanked(text, blank) {
+                return None;
+            }
+            bit += 1;
+        }
+        Some(layout)
     }
 
     /// The trained byte range of message `index` in `text` (the full rendering), or `None` when the
-    /// message renders no text of its own. `own` is the message's text in `text` when the layout
-    /// is known; otherwise the conversation is rendered again with the message blanked.
+    /// message renders no text of its own. `blank` is the rendering with the message blanked when
+    /// the layout gave it; otherwise it is rendered here.
     fn message_span(
         &self,
         found: &Found<'_>,
         index: usize,
-        own: Option<&Range<usize>>,
+        blank: Option<String>,
         tools: &Value,
         vars: &Vars,
         opts: &EncodeOptions,
     ) -> Result<Option<Range<usize>>> {
         let (messages, text, boundaries) = (found.messages, found.text, found.boundaries);
-        let blank = match own {
-            Some(own) => layout::without(text, own),
+        let blank = match blank {
+            Some(blank) => blank,
             None => {
                 let mut blanked = messages.to_vec();
                 blanked[index] = blank_message(Value::from(""));

@@ -18,8 +18,12 @@
 //!   markers lie `t_j X_j t_{j+1}` with the `t`s known, so each `X_j` of the other parity is read off
 //!   exactly, with its neighbours blanked, which checks that it does not depend on them.
 //!
-//! Finally the full rendering must equal `t_0 X_0 t_1 … t_k`. If any check fails the caller falls
-//! back to rendering per message, so a template that is not local costs time, never correctness.
+//! A message may also change the template's text next to it (Qwen3 fills the think block that its
+//! blank prints empty): its *region* is where its window differs from the all-blank window
+//! `t_j t_{j+1}`. The full rendering must be the all-blank one with every region's own text in
+//! place, and a few more renderings (blanking by the bits of the message index; see the caller)
+//! check that no message changes another's text. If any check fails the caller falls back to
+//! rendering per message, so a template that is not local costs time, never correctness.
 
 use std::ops::Range;
 
@@ -65,73 +69,108 @@ pub fn is_concatenation(z: &str, parts: &[&str]) -> bool {
     pos == z.len()
 }
 
-/// Reads `X_j` for every `j` not of `parity` from `mp`, the rendering where the messages of
-/// `parity` are marked and the others are intact. `t` are the texts between messages.
-pub fn read_unmarked<'a>(
+/// The window of every message `j` not of `parity` in `mp`, the rendering where the messages of
+/// `parity` are marked and the others are intact: the text between the neighbouring markers (or the
+/// ends of the text), which holds `t_j`, message `j`'s own text and `t_{j+1}`.
+pub fn windows<'a>(
     mp: &'a str,
-    t: &[&str],
+    k: usize,
     parity: usize,
-    xs: &mut [Option<&'a str>],
+    out: &mut [Option<&'a str>],
 ) -> Option<()> {
-    let k = t.len() - 1;
+    // marker positions of the marked messages, in order, each once
+    let mut marks = Vec::new();
     let mut pos = 0;
-    for j in 0..k {
-        if !mp[pos..].starts_with(t[j]) {
+    for j in (parity..k).step_by(2) {
+        let mark = marker(j);
+        let at = pos + mp[pos..].find(&mark)?;
+        marks.push((j, at, at + mark.len()));
+        pos = at + mark.len();
+    }
+    let before = |j: usize| marks.iter().find(|m| m.0 + 1 == j).map_or(0, |m| m.2);
+    let after = |j: usize| {
+        marks
+            .iter()
+            .find(|m| m.0 == j + 1)
+            .map_or(mp.len(), |m| m.1)
+    };
+    for j in (1 - parity..k).step_by(2) {
+        let w = mp.get(before(j)..after(j))?;
+        if !marker_free(w) {
             return None;
         }
-        pos += t[j].len();
-        if j % 2 == parity {
-            let mark = marker(j);
-            if !mp[pos..].starts_with(&mark) {
-                return None;
-            }
-            pos += mark.len();
-        } else {
-            // X_j runs up to t_{j+1}, which is followed by the next (marked) message's marker, or
-            // by nothing when j is the last message.
-            let end = if j + 1 < k {
-                let next = pos + mp[pos..].find(&marker(j + 1))?;
-                next.checked_sub(t[j + 1].len())?
+        out[j] = Some(w);
+    }
+    Some(())
+}
+
+/// Where message `j`'s rendering differs from its blank one: `blank` is the byte range in the
+/// all-blank rendering `Z`, `own` the text that replaces it in the full rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region<'a> {
+    pub blank: Range<usize>,
+    pub own: &'a str,
+}
+
+/// Each message's region, from its window (message intact, neighbours blank) against the all-blank
+/// window `t_j t_{j+1}`: their common prefix and suffix are the template's own text. Regions must
+/// come in order without overlapping.
+pub fn regions<'a>(t: &[&str], windows: &[Option<&'a str>]) -> Option<Vec<Region<'a>>> {
+    let mut out: Vec<Region<'a>> = Vec::with_capacity(windows.len());
+    let mut z = 0; // where window j starts in Z
+    for (j, w) in windows.iter().enumerate() {
+        let w = (*w)?;
+        let (head, tail) = (t[j], t[j + 1]);
+        let blank_len = head.len() + tail.len();
+        let blank_byte = |i: usize| {
+            if i < head.len() {
+                head.as_bytes()[i]
             } else {
-                mp.len().checked_sub(t[k].len())?
-            };
-            let x = mp.get(pos..end)?;
-            if !marker_free(x) {
-                return None;
+                tail.as_bytes()[i - head.len()]
             }
-            xs[j] = Some(x);
-            pos = end;
+        };
+        let wb = w.as_bytes();
+        let mut prefix = 0;
+        while prefix < wb.len().min(blank_len) && wb[prefix] == blank_byte(prefix) {
+            prefix += 1;
         }
-    }
-    (mp.get(pos..)? == t[k]).then_some(())
-}
-
-/// Checks `full == t_0 X_0 t_1 … X_{k-1} t_k` and returns each `X_j`'s byte range in `full`.
-pub fn place(full: &str, t: &[&str], xs: &[Option<&str>]) -> Option<Vec<Range<usize>>> {
-    let mut pos = 0;
-    let mut ranges = Vec::with_capacity(xs.len());
-    for (j, x) in xs.iter().enumerate() {
-        let x = (*x)?;
-        if !full[pos..].starts_with(t[j]) {
+        let mut suffix = 0;
+        while suffix < (wb.len() - prefix).min(blank_len - prefix)
+            && wb[wb.len() - 1 - suffix] == blank_byte(blank_len - 1 - suffix)
+        {
+            suffix += 1;
+        }
+        // `get` refuses a cut inside a character; such a region is simply not used
+        let own = w.get(prefix..wb.len() - suffix)?;
+        let blank = z + prefix..z + blank_len - suffix;
+        if out.last().is_some_and(|r| r.blank.end > blank.start) {
             return None;
         }
-        pos += t[j].len();
-        if !full[pos..].starts_with(x) {
-            return None;
-        }
-        ranges.push(pos..pos + x.len());
-        pos += x.len();
+        out.push(Region { blank, own });
+        z += head.len();
     }
-    (full.get(pos..)? == t[xs.len()]).then_some(ranges)
+    Some(out)
 }
 
-/// The full rendering with the bytes of `x` removed: the per-message blanked rendering under
-/// locality.
-pub fn without(full: &str, x: &Range<usize>) -> String {
-    let mut out = String::with_capacity(full.len() - x.len());
-    out.push_str(&full[..x.start]);
-    out.push_str(&full[x.end..]);
-    out
+/// Checks that the full rendering is the all-blank one `z` with every region's blank text replaced
+/// by its own text, and returns each region's byte range in `full`.
+pub fn place(full: &str, z: &str, regions: &[Region<'_>]) -> Option<Vec<Range<usize>>> {
+    let (mut zpos, mut fpos) = (0, 0);
+    let mut out = Vec::with_capacity(regions.len());
+    for r in regions {
+        let same = z.get(zpos..r.blank.start)?;
+        if !full[fpos..].starts_with(same) {
+            return None;
+        }
+        fpos += same.len();
+        if !full[fpos..].starts_with(r.own) {
+            return None;
+        }
+        out.push(fpos..fpos + r.own.len());
+        fpos += r.own.len();
+        zpos = r.blank.end;
+    }
+    (full.get(fpos..)? == z.get(zpos..)?).then_some(out)
 }
 
 #[cfg(test)]
@@ -173,19 +212,35 @@ mod tests {
         let t = split_all_marked(&m, 3).unwrap();
         assert_eq!(t, ["<u>hi</u><a>", "</a><u>more</u><a>", "</a><a>", "</a>"]);
         assert!(is_concatenation(&with(&|_| Some(String::new())), &t));
+        let z = with(&|_| Some(String::new()));
+        assert!(is_concatenation(&z, &t));
         let (even, odd) = (
             with(&|j| (j % 2 == 0).then(|| marker(j))),
             with(&|j| (j % 2 == 1).then(|| marker(j))),
         );
-        let mut xs = vec![None; 3];
-        read_unmarked(&even, &t, 0, &mut xs).unwrap();
-        read_unmarked(&odd, &t, 1, &mut xs).unwrap();
-        assert_eq!(xs, [Some("hello"), Some("sure"), Some("x")]);
-        let ranges = place(&full, &t, &xs).unwrap();
-        assert_eq!(&full[ranges[1].clone()], "sure");
+        let mut w = vec![None; 3];
+        windows(&even, 3, 0, &mut w).unwrap();
+        windows(&odd, 3, 1, &mut w).unwrap();
+        assert_eq!(w[1], Some("</a><u>more</u><a>sure</a><a>"));
+        let r = regions(&t, &w).unwrap();
+        let owns: Vec<&str> = r.iter().map(|r| r.own).collect();
+        assert_eq!(owns, ["hello", "sure", "x"]);
+        let at = place(&full, &z, &r).unwrap();
+        assert_eq!(&full[at[1].clone()], "sure");
+    }
+
+    #[test]
+    fn a_message_may_change_the_template_text_around_it() {
+        // like Qwen3's last turn: the blank prints an empty think block, the real one fills it
+        let t = ["<a><think>", "</think></a>"];
+        let w = [Some("<a><think>why</think>yes</a>")];
+        let r = regions(&t, &w).unwrap();
+        assert_eq!(r[0].own, "why</think>yes");
+        assert_eq!(r[0].blank, 10..18);
+        let z = "<a><think></think></a>";
         assert_eq!(
-            without(&full, &ranges[0]),
-            "<u>hi</u><a></a><u>more</u><a>sure</a><a>x</a>"
+            place("<a><think>why</think>yes</a>", z, &r).unwrap(),
+            vec![10..24]
         );
     }
 
@@ -195,7 +250,11 @@ mod tests {
         let twice = format!("a{}b{}", marker(0), marker(0));
         assert!(split_all_marked(&twice, 1).is_none());
         assert!(!is_concatenation("abc", &["a", "c"]));
-        assert!(place("xAy", &["x", "z"], &[Some("A")]).is_none());
+        let r = [Region {
+            blank: 1..1,
+            own: "A",
+        }];
+        assert!(place("xAy", "xz", &r).is_none());
         assert!(!marker_free(&marker(3)));
     }
 }
