@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import reference as R
 import turnpack
-from test_mask_conformance import model_tokenizers
 from tiny_tokenizer import tiny_tokenizer_json
 
 TOOLS = [
@@ -144,3 +143,8 @@ def test_layout_is_used_by_most_templates():
     # full + 4 layout renderings + one per further bit of the index (40 targets: bits 1..5)
     assert qwen3.encode(plain(40), start="content").renders == 1 + 4 + 5
     assert qwen3.encode(reasoning(40), start="content").renders == 1 + 4 + 5
+
+
+def test_method_is_validated():
+    with pytest.raises(ValueError, match="method"):
+        tokenizer_for("Qwen-Qwen3-0.6B.jinja").encode(plain(1), method="fast")
