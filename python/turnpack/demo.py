@@ -101,6 +101,7 @@ def show_masks(color: bool) -> list[turnpack.Encoding]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="turnpack demo", description=__doc__.splitlines()[0])
     parser.add_argument("--no-train", action="store_true", help="only show the masks, skip the training demo")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps of the training demo")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     args = parser.parse_args(argv)
     color = args.color == "always" or (
@@ -110,15 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_train:
         return 0
     try:
-        from turnpack import train
+        from turnpack.train_demo import run_demo
     except ImportError as e:  # torch is an extra
         print(f"\n(training demo skipped: {e}; install 'turnpack[train]')")
         return 0
-    run_demo = getattr(train, "run_demo", None)
-    if run_demo is None:
-        return 0
     print()
-    run_demo()
+    run_demo(steps=args.steps)
     return 0
 
 

@@ -1,0 +1,460 @@
+"""GPU training throughput: packed rows + FlexAttention vs one padded conversation per row.
+
+For a ~100M-parameter model (``config_100m``) at each sequence length, the same
+synthetic conversations (long-tailed lengths, random token ids, a random trained
+suffix per conversation) are laid out in these modes and trained on, each step a
+full one (forward, backward, AdamW) under bf16 autocast:
+
+* ``packed-flex``: rows packed by ``turnpack.pack``, FlexAttention with the
+  per-document ``BlockMask`` (built every step; its build time is reported);
+* ``packed-sdpa`` (only with ``--modes``): the same rows with SDPA and a dense
+  boolean document mask;
+* ``padded-sdpa``: each conversation in its own row, right-padded to the
+  longest in its batch, plain causal SDPA (flash) - the usual unpacked baseline;
+* ``padded-sorted-sdpa``: the same with batches grouped by length (less padding).
+
+Batches hold about ``--tokens-per-step`` positions in every mode, and all modes
+draw their batches (in a fixed random order) from the same conversations.  Reported: step time, positions/s, real
+(non-padding) tokens/s, trained tokens/s, padding share, peak memory and mask
+build time (BlockMask for flex, dense boolean mask for packed SDPA).  Results
+go to ``--out-dir`` (JSON + markdown table) and also to ``$OUT`` when that
+variable is set.
+
+``--check`` instead verifies on the GPU that FlexAttention with the document
+BlockMask matches SDPA with the dense mask, forward and backward (attention
+alone and the whole model), runs a short ``turnpack.train`` loop on the GPU
+(flex + bf16 autocast), and exits non-zero on a failure.
+
+Runs in a few minutes on one H200; prints "no CUDA device" and exits 0 elsewhere.
+
+    python bench/gpu_train.py                  # benchmark, seq_len 4096 and 8192
+    python bench/gpu_train.py --check          # FlexAttention == SDPA on the GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import turnpack
+from turnpack.attention import dense_document_mask, document_block_mask, flex_attention_forward
+from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+
+MODES = ("packed-flex", "packed-sdpa", "padded-sdpa", "padded-sorted-sdpa")
+#: packed-sdpa is off by default: SDPA has no fused kernel for a boolean mask with grouped-query heads,
+#: so it falls back to the math kernel, which materialises every score matrix (OOM at these lengths).
+DEFAULT_MODES = ("packed-flex", "padded-sdpa", "padded-sorted-sdpa")
+#: Padding id in both layouts; synthetic token ids are drawn from 1..vocab_size-1, so it counts real tokens.
+PAD_ID = 0
+DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
+
+
+# ------------------------------------------------------------------ synthetic data
+
+
+def synthetic_conversations(
+    n: int, seq_len: int, vocab_size: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` (input_ids, trained mask) pairs with chat-like, long-tailed lengths.
+
+    Lengths are lognormal (median ~ seq_len / 8, a long tail up to seq_len); the
+    trained part is a random final stretch (the "assistant answer"), 10-60 %.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.lognormal(mean=math.log(seq_len / 8), sigma=0.9, size=n)
+    lengths = np.clip(lengths.astype(np.int64), 16, seq_len)
+    out = []
+    for length in lengths:
+        ids = rng.integers(PAD_ID + 1, vocab_size, size=length, dtype=np.int32)
+        mask = np.zeros(length, dtype=bool)
+        mask[length - max(1, int(length * rng.uniform(0.1, 0.6))) :] = True
+        out.append((ids, mask))
+    return out
+
+
+def packed_batches(
+    conversations: list[tuple[np.ndarray, np.ndarray]], seq_len: int, rows: int
+) -> list[dict[str, torch.Tensor]]:
+    """Pack all conversations, cut into batches of ``rows`` rows (int64 tensors, CPU)."""
+    packed = turnpack.pack(conversations, seq_len, buffer=4096, pad_id=PAD_ID)
+    cols = {
+        k: torch.from_numpy(np.asarray(getattr(packed, k), dtype=np.int64))
+        for k in ("input_ids", "labels", "position_ids", "document_ids")
+    }
+    n = len(packed) // rows
+    return _shuffled([{k: v[i * rows : (i + 1) * rows] for k, v in cols.items()} for i in range(n)])
+
+
+def padded_batches(
+    conversations: list[tuple[np.ndarray, np.ndarray]], tokens_per_step: int, *, sort: bool = False
+) -> list[dict[str, torch.Tensor]]:
+    """One conversation per row, right-padded to the batch's longest row.
+
+    In data order, or with ``sort`` grouped by length (the usual trick to cut
+    padding; it changes what a batch holds, which packing does not).
+
+    Rows are added to a batch while ``rows * longest <= tokens_per_step``.
+    Labels are shifted like the packer's: ``labels[t] = ids[t + 1]`` where ``mask[t + 1]``.
+    """
+    batches: list[dict[str, torch.Tensor]] = []
+    current: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        longest = max(len(ids) for ids, _ in current)
+        ids_t = torch.full((len(current), longest), PAD_ID, dtype=torch.long)
+        labels = torch.full((len(current), longest), IGNORE_INDEX, dtype=torch.long)
+        for r, (ids, mask) in enumerate(current):
+            ids_t[r, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
+            target = torch.from_numpy(ids[1:].astype(np.int64))
+            labels[r, : len(ids) - 1] = torch.where(torch.from_numpy(mask[1:]), target, IGNORE_INDEX)
+        positions = torch.arange(longest).expand(len(current), longest).contiguous()
+        batches.append({"input_ids": ids_t, "labels": labels, "position_ids": positions})
+        current.clear()
+
+    for conv in sorted(conversations, key=lambda c: len(c[0])) if sort else conversations:
+        longest = max([len(conv[0]), *(len(ids) for ids, _ in current)])
+        if current and (len(current) + 1) * longest > tokens_per_step:
+            flush()
+        current.append(conv)
+    if current:
+        flush()
+    return _shuffled(batches)
+
+
+def make_batches(
+    layout: str, conversations: list[tuple[np.ndarray, np.ndarray]], seq_len: int, tokens_per_step: int
+) -> list[dict[str, torch.Tensor]]:
+    """Batches of ``layout`` ("packed", "padded" or "padded-sorted") of ~tokens_per_step positions."""
+    if layout == "packed":
+        return packed_batches(conversations, seq_len, max(1, tokens_per_step // seq_len))
+    return padded_batches(conversations, tokens_per_step, sort=layout == "padded-sorted")
+
+
+def _shuffled(batches: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Batches in a fixed random order: the few timed steps then sample the whole set (the packer
+    emits rows roughly longest-documents-first within its buffer)."""
+    order = np.random.default_rng(0).permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+# ------------------------------------------------------------------ timing
+
+
+def _cycle(batches: list[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    while True:
+        yield from batches
+
+
+def run_mode(
+    mode: str,
+    batches: list[dict[str, torch.Tensor]],
+    *,
+    seq_len: int,
+    vocab_size: int,
+    warmup: int,
+    steps: int,
+    preset: Callable[..., ModelConfig] = config_100m,
+    device: torch.device | str = "cuda",
+) -> dict[str, Any]:
+    """Time ``steps`` full training steps (after ``warmup``) of a fresh model in ``mode``."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    backend = "flex" if mode == "packed-flex" else "sdpa"
+    model = Transformer(preset(vocab_size, max_seq_len=seq_len, attention_backend=backend)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    totals = {"rows": 0, "positions": 0, "real": 0, "trained": 0, "mask_s": 0.0, "step_s": 0.0}
+    it = _cycle(batches)
+    for i in range(warmup + steps):
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(it).items()}
+        sync()
+        start = time.perf_counter()
+        masks: dict[str, Any] = {}
+        if mode == "packed-flex":
+            masks = {"block_mask": document_block_mask(batch["document_ids"])}
+        elif mode == "packed-sdpa":
+            masks = {"dense_mask": dense_document_mask(batch["document_ids"])}
+        sync()
+        mask_done = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            _, loss = model(batch["input_ids"], batch["position_ids"], labels=batch["labels"], **masks)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        if i >= warmup:
+            ids = batch["input_ids"]
+            totals["step_s"] += time.perf_counter() - start
+            totals["mask_s"] += mask_done - start
+            totals["rows"] += ids.shape[0]
+            totals["positions"] += ids.numel()
+            totals["real"] += int((ids != PAD_ID).sum())  # conversations never contain PAD_ID
+            totals["trained"] += int((batch["labels"] != IGNORE_INDEX).sum())
+    step_s = totals["step_s"] / steps
+    return {
+        "mode": mode,
+        "seq_len": seq_len,
+        "rows_per_step": totals["rows"] / steps,
+        "positions_per_step": totals["positions"] // steps,
+        "step_ms": 1000 * step_s,
+        "positions_per_s": totals["positions"] / totals["step_s"],
+        "real_tokens_per_s": totals["real"] / totals["step_s"],
+        "trained_tokens_per_s": totals["trained"] / totals["step_s"],
+        "padding_share": 1 - totals["real"] / totals["positions"],
+        "mask_build_ms": 1000 * totals["mask_s"] / steps if mode.startswith("packed") else None,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
+        "final_loss": float(loss.item()),
+    }
+
+
+# ------------------------------------------------------------------ check mode
+
+
+def _doc_ids(lengths_per_row: list[list[int]], seq_len: int, device: torch.device) -> torch.Tensor:
+    rows = []
+    for lengths in lengths_per_row:
+        runs = [*lengths, seq_len - sum(lengths)]
+        rows.append(torch.cat([torch.full((n,), i) for i, n in enumerate(runs) if n > 0]))
+    return torch.stack(rows).to(device)
+
+
+def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
+    """FlexAttention (compiled, block-sparse) == SDPA with the dense mask on the GPU, fwd + bwd."""
+    device = torch.device(device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    gen = np.random.default_rng(0)
+    layouts = []
+    for _ in range(2):  # 2 rows of random documents (some crossing 128-token blocks) + padding
+        lengths, total = [], 0
+        while True:
+            n = int(gen.integers(1, 700))
+            if total + n > seq_len - 5:
+                break
+            lengths.append(n)
+            total += n
+        layouts.append(lengths)
+    doc = _doc_ids(layouts, seq_len, device)
+    ok = True
+
+    # 1. Attention alone, fp32, grouped-query heads.
+    torch.manual_seed(0)
+    q = torch.randn(2, 8, seq_len, 64, device=device, requires_grad=True)
+    k = torch.randn(2, 2, seq_len, 64, device=device, requires_grad=True)
+    v = torch.randn(2, 2, seq_len, 64, device=device, requires_grad=True)
+    grad_out = torch.randn(2, 8, seq_len, 64, device=device)
+    flex = flex_attention_forward(q, k, v, document_block_mask(doc), enable_gqa=True)
+    flex_grads = torch.autograd.grad(flex, (q, k, v), grad_out)
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_document_mask(doc), enable_gqa=True)
+    sdpa_grads = torch.autograd.grad(sdpa, (q, k, v), grad_out)
+    for name, a, b in [("out", flex, sdpa), *zip(("dq", "dk", "dv"), flex_grads, sdpa_grads)]:
+        err = ((a - b).abs().max() / b.abs().max()).item()  # relative to the largest entry
+        good = err < 1e-3
+        ok &= good
+        print(
+            f"  attention {name:<4} max |flex - sdpa| / max |sdpa| = {err:.2e}  {'ok' if good else 'MISMATCH'}"
+        )
+
+    # 2. The whole model: loss and every gradient, flex vs sdpa backends on a packed batch.
+    ids = torch.randint(1, 1000, (2, seq_len), device=device)
+    labels = torch.where(torch.rand(2, seq_len, device=device) < 0.5, ids.roll(-1, 1), IGNORE_INDEX)
+    positions = torch.cat(
+        [torch.cat([torch.arange(n) for n in [*lens, seq_len - sum(lens)] if n > 0]) for lens in layouts]
+    ).view(2, seq_len)
+    positions = positions.to(device)
+    results = {}
+    for backend in ("flex", "sdpa"):
+        torch.manual_seed(0)
+        cfg = config_100m(1000, n_layers=2, max_seq_len=seq_len, attention_backend=backend)
+        model = Transformer(cfg).to(device)
+        _, loss = model(ids, positions, labels=labels, **model.build_attention_mask(doc))
+        loss.backward()
+        results[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    loss_err = (results["flex"][0] - results["sdpa"][0]).abs().item()
+    grad_err = max(
+        ((results["flex"][1][n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
+        for n, g in results["sdpa"][1].items()
+    )
+    for name, err, tol in [("loss", loss_err, 1e-4), ("grads (relative)", grad_err, 1e-3)]:
+        good = err < tol
+        ok &= good
+        print(f"  model {name:<16} max error = {err:.2e}  {'ok' if good else 'MISMATCH'}")
+    return check_training_loop() and ok  # run the loop check even after a mismatch
+
+
+def check_training_loop(steps: int = 30) -> bool:
+    """The training loop on the GPU: example data, FlexAttention, bf16 autocast; the loss must fall."""
+    import tempfile
+
+    from turnpack.train import train
+    from turnpack.train_config import TrainConfig, apply_override
+
+    config = TrainConfig()
+    settings = {
+        "train.max_steps": steps,
+        "train.log_every": 10,
+        "data.num_examples": 1000,
+        "checkpoint.every": 0,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, value in {**settings, "train.out_dir": tmp}.items():
+            config = apply_override(config, f"{key}={json.dumps(value)}")
+        result = train(config, echo=lambda line: print("   ", line))
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    good = result.model.resolved_backend() == "flex" and last < first - 1.0
+    print(f"  training loop: loss {first:.3f} -> {last:.3f}  {'ok' if good else 'FAILED'}")
+    return good
+
+
+# ------------------------------------------------------------------ output
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Training throughput: packed + FlexAttention vs padded ({meta['gpu']})",
+        "",
+        (
+            f"Model: config_{meta['model']} ({meta['parameters'] / 1e6:.1f}M parameters, "
+            f"vocab {meta['vocab_size']}), bf16 autocast, AdamW; {meta['steps']} timed steps after "
+            f"{meta['warmup']} warmup steps; ~{meta['tokens_per_step']:,} positions per step; "
+            "synthetic long-tailed conversations."
+        ),
+        "",
+        (
+            "| seq_len | mode | step ms | positions/s | real tok/s | trained tok/s | padding "
+            "| mask build ms | peak GiB | speedup (real tok/s vs padded) |"
+        ),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['seq_len']} | {r['mode']} | failed: {r['error'][:80]} |||||||||")
+            continue
+        base = next(
+            (
+                b
+                for b in results
+                if b["seq_len"] == r["seq_len"] and b["mode"] == "padded-sdpa" and "error" not in b
+            ),
+            None,
+        )
+        speedup = f"{r['real_tokens_per_s'] / base['real_tokens_per_s']:.2f}x" if base else "-"
+        mask = f"{r['mask_build_ms']:.2f}" if r["mask_build_ms"] is not None else "-"
+        lines.append(
+            f"| {r['seq_len']} | {r['mode']} | {r['step_ms']:.1f} | {r['positions_per_s']:,.0f} "
+            f"| {r['real_tokens_per_s']:,.0f} | {r['trained_tokens_per_s']:,.0f} | {r['padding_share']:.1%} "
+            f"| {mask} | {r['peak_mem_gib']:.1f} | {speedup} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: list[dict[str, Any]], meta: dict[str, Any], out_dirs: list[Path]) -> None:
+    payload = {"meta": meta, "results": results}
+    for out in out_dirs:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_train.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (out / "gpu_train.md").write_text(markdown(results, meta))
+
+
+# ------------------------------------------------------------------ main
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="verify FlexAttention == SDPA (fwd+bwd) and exit")
+    p.add_argument("--seq-lens", type=int, nargs="+", default=[4096, 8192])
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES))
+    p.add_argument("--tokens-per-step", type=int, default=65536, help="positions per step (all modes)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (include torch.compile)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--preset", choices=("100m", "tiny"), default="100m", help="model size (tiny: smoke runs)")
+    p.add_argument("--conversations", type=int, default=4000, help="synthetic conversations per seq_len")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where results are written")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to measure (this benchmark needs a GPU)")
+        return 0
+    warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+    gpu = torch.cuda.get_device_name()
+    print(f"GPU: {gpu}, torch {torch.__version__}, turnpack {turnpack.__version__}", flush=True)
+    if args.check:
+        ok = check()
+        print("FlexAttention check:", "passed" if ok else "FAILED")
+        return 0 if ok else 1
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    preset = config_100m if args.preset == "100m" else config_tiny
+    with torch.device("meta"):
+        parameters = Transformer(preset(args.vocab_size)).num_parameters()
+    meta = {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "turnpack": turnpack.__version__,
+        "python": platform.python_version(),
+        "model": args.preset,
+        "parameters": parameters,
+        "vocab_size": args.vocab_size,
+        "tokens_per_step": args.tokens_per_step,
+        "warmup": args.warmup,
+        "steps": args.steps,
+    }
+    out_dirs = [args.out_dir] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
+    results: list[dict[str, Any]] = []
+    for seq_len in args.seq_lens:
+        conversations = synthetic_conversations(args.conversations, seq_len, args.vocab_size, seed=seq_len)
+        built: dict[str, list[dict[str, torch.Tensor]]] = {}
+        for mode in args.modes:
+            layout = mode.removesuffix("-flex").removesuffix("-sdpa")
+            print(f"seq_len {seq_len} {mode} ...", flush=True)
+            try:
+                if layout not in built:
+                    built[layout] = make_batches(layout, conversations, seq_len, args.tokens_per_step)
+                r = run_mode(
+                    mode,
+                    built[layout],
+                    seq_len=seq_len,
+                    vocab_size=args.vocab_size,
+                    warmup=args.warmup,
+                    steps=args.steps,
+                    preset=preset,
+                )
+                print(
+                    f"  {r['step_ms']:.1f} ms/step, {r['real_tokens_per_s']:,.0f} real tok/s, "
+                    f"{r['trained_tokens_per_s']:,.0f} trained tok/s, padding {r['padding_share']:.1%}, "
+                    f"mask build {r['mask_build_ms'] or 0:.2f} ms, peak {r['peak_mem_gib']:.1f} GiB",
+                    flush=True,
+                )
+            except Exception as e:  # noqa: BLE001 - OOM, compile failure...: report it, run the rest
+                r = {"mode": mode, "seq_len": seq_len, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+                print(f"  failed: {r['error']}", flush=True)
+                traceback.print_exc(limit=3)
+            results.append(r)
+            torch.cuda.empty_cache()
+            write_results(results, meta, out_dirs)  # after every config: a timeout keeps what ran
+    print()
+    print(markdown(results, meta))
+    print("wrote", ", ".join(str(d / "gpu_train.md") for d in out_dirs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""Train the reference model on packed chat batches: ``turnpack train``.
+
+One process per device; under ``torchrun`` the processes form a DDP group
+(NCCL on GPUs, gloo on CPUs) and each rank reads its own share of the data::
+
+    turnpack train --config example                    # the built-in example run (what the demo trains)
+    turnpack train --config run.toml --set train.lr=1e-3 --set data.batch_size=4
+    torchrun --nproc_per_node 8 -m turnpack train --config run.toml
+
+Each optimizer step:
+
+1. takes ``grad_accum_steps`` micro-batches of packed rows on every rank;
+2. all-reduces the number of trained tokens (labels != -100) of the whole
+   global batch, and backpropagates ``sum of token losses * world_size /
+   global count`` per micro-batch.  DDP averages gradients over ranks, so the
+   gradient is that of the mean loss over every trained token of the global
+   batch: exactly single-process training on the concatenated batch, however
+   unevenly trained tokens fall across rows, micro-batches and ranks;
+3. clips the global gradient norm and steps AdamW at the learning rate the
+   warmup + cosine schedule gives for this step.
+
+Logs (rank 0) go to stdout and ``{out_dir}/log.jsonl``; checkpoints (model,
+optimizer, step, every rank's data-loader and RNG state) to
+``{out_dir}/checkpoints``, and a run restarted with the same config resumes
+from the newest one with the same losses as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from turnpack.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
+from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.schedule import WarmupCosine
+from turnpack.train_config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
+from turnpack.train_data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+
+__all__ = [
+    "Distributed",
+    "StepTotals",
+    "TrainResult",
+    "build_model",
+    "build_optimizer",
+    "forward_backward",
+    "main",
+    "train",
+]
+
+
+# ------------------------------------------------------------------ processes
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the run (world_size 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_spec: str) -> tuple[Distributed, torch.device, bool]:
+    """Read torchrun's environment, pick the device and join the process group.
+
+    Returns the process info, the device and whether this call created the group
+    (and so must destroy it).
+    """
+    env = os.environ
+    info = Distributed(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+    if device_spec == "auto":
+        device_spec = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_spec)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    created = False
+    if info.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        created = True
+    return info, device, created
+
+
+def _all_reduce_sum(t: Tensor, info: Distributed) -> Tensor:
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ---------------------------------------------------------------- components
+
+
+def build_model(section: ModelSection, *, vocab_size: int | None, seq_len: int) -> Transformer:
+    """The reference Transformer from a preset and the section's overrides."""
+    overrides = {k: v for k, v in asdict(section).items() if k != "preset" and v is not None}
+    overrides.setdefault("vocab_size", vocab_size)
+    overrides.setdefault("max_seq_len", seq_len)
+    if overrides["vocab_size"] is None:
+        raise ConfigError("model.vocab_size is needed: this data source does not say")
+    preset: Callable[..., ModelConfig] = config_100m if section.preset == "100m" else config_tiny
+    return Transformer(preset(**overrides))
+
+
+def build_optimizer(model: nn.Module, section: TrainSection, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (linears, embeddings) only, not on norm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": section.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=section.lr, betas=section.betas, eps=section.eps, fused=device.type == "cuda"
+    )
+
+
+class StepTotals(NamedTuple):
+    """Totals of one optimizer step over the global batch (all micro-batches, all ranks)."""
+
+    loss_sum: Tensor  # summed cross-entropy of the trained tokens (float32)
+    trained: Tensor  # trained tokens, labels != -100 (int64)
+    positions: Tensor  # all positions, padding included (int64)
+
+
+def forward_backward(
+    model: nn.Module,
+    raw_model: Transformer,
+    micro_batches: list[Batch],
+    *,
+    info: Distributed = Distributed(),
+    autocast_dtype: torch.dtype | None = None,
+) -> StepTotals:
+    """Accumulate the gradient of one optimizer step; return the step's global totals.
+
+    The loss of a step is the mean cross-entropy over every trained token of
+    the global batch (all micro-batches on all ranks): ``loss_sum / trained``
+    of the returned (all-reduced) totals.
+
+    Args:
+        model: what to call: ``raw_model`` itself, or wrapped by DDP / torch.compile.
+        raw_model: the unwrapped Transformer (builds the attention masks).
+        micro_batches: this rank's micro-batches, already on the model's device.
+        info: the process group; gradients are scaled by ``world_size`` to undo
+            DDP's averaging.
+        autocast_dtype: run the forward under autocast to this dtype (bf16 on GPU).
+    """
+    device = micro_batches[0]["input_ids"].device
+    trained = sum((b["labels"] != IGNORE_INDEX).sum() for b in micro_batches)
+    positions = torch.tensor(sum(b["labels"].numel() for b in micro_batches), device=device)
+    # One all-reduce for both counts, in int64: exact however large the batch.
+    trained, positions = _all_reduce_sum(torch.stack([trained, positions]), info).unbind()
+    scale = info.world_size / trained.clamp_min(1).to(torch.float32)
+    loss_sum = torch.zeros((), device=device)
+    for i, batch in enumerate(micro_batches):
+        # Only the last micro-batch all-reduces gradients; the others accumulate locally.
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        masks = raw_model.build_attention_mask(batch["document_ids"])  # once per batch, shared by layers
+        with sync:
+            with torch.autocast(
+                device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
+            ):
+                _, micro_sum = model(
+                    batch["input_ids"],
+                    batch["position_ids"],
+                    labels=batch["labels"],
+                    loss_reduction="sum",
+                    **masks,
+                )
+            (micro_sum * scale).backward()
+        loss_sum += micro_sum.detach()
+    return StepTotals(_all_reduce_sum(loss_sum, info), trained, positions)
+
+
+# --------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` hands back (on every rank)."""
+
+    model: Transformer  # unwrapped, on its training device
+    step: int  # optimizer steps completed
+    history: list[dict[str, Any]] = field(default_factory=list)  # the logged records
+    checkpoint: Path | None = None  # the last checkpoint written
+    source: DataSource | None = None
+
+
+class _Logger:
+    """Print lines and JSONL records, on rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool, echo: Callable[[str], None]) -> None:
+        self.enabled, self.echo = enabled, echo
+        self.path = out_dir / "log.jsonl"
+        if enabled:
+            out_dir.mkdir(parents=True, exist_ok=True)
+
+    def info(self, text: str) -> None:
+        if self.enabled:
+            self.echo(text)
+
+    def record(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.echo(
+            f"step {record['step']:>6}/{record['max_steps']} | loss {record['loss']:.4f} "
+            f"| lr {record['lr']:.2e} | grad norm {record['grad_norm']:.3f} "
+            f"| {record['tokens_per_s']:>9,.0f} tok/s | {record['trained_tokens_per_s']:>8,.0f} trained tok/s"
+        )
+
+
+_print = functools.partial(print, flush=True)  # log lines show up at once, also under torchrun
+
+
+def _resolve_dtype(spec: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if spec == "bf16" else None
+
+
+def _find_resume(config: TrainConfig, ckpt_dir: Path) -> Path | None:
+    spec = config.checkpoint.resume
+    if spec == "never":
+        return None
+    if spec == "auto":
+        return latest_checkpoint(ckpt_dir)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint.resume: no checkpoint at {path}")
+    return path
+
+
+def _gather(obj: Any, info: Distributed) -> list[Any]:
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def train(
+    config: TrainConfig,
+    *,
+    source: DataSource | None = None,
+    echo: Callable[[str], None] = _print,
+) -> TrainResult:
+    """Train (or resume training) as ``config`` says; see the module docstring.
+
+    Args:
+        config: the full run configuration.
+        source: this rank's data; by default :func:`~turnpack.train_data.build_loader`
+            builds it from ``config.data``.  Any iterable of dict batches works;
+            one with ``state_dict()``/``load_state_dict()`` resumes exactly.
+        echo: where rank 0's log lines go.
+    """
+    info, device, created_group = _setup_distributed(config.train.device)
+    try:
+        return _train(config, info, device, source, echo)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig,
+    info: Distributed,
+    device: torch.device,
+    source: DataSource | None,
+    echo: Callable[[str], None],
+) -> TrainResult:
+    tc = config.train
+    out_dir, ckpt_dir = Path(tc.out_dir), Path(tc.out_dir) / "checkpoints"
+    log = _Logger(out_dir, info.is_main, echo)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    torch.manual_seed(tc.seed)  # same on every rank: identical initial weights
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+    if source is None:
+        source = build_loader(config.data, rank=info.rank, world_size=info.world_size, seed=tc.seed)
+    raw_model = build_model(config.model, vocab_size=source.vocab_size, seq_len=source.seq_len).to(device)
+    optimizer = build_optimizer(raw_model, tc, device)
+    schedule = WarmupCosine(tc.lr, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
+    loader = source.loader
+
+    step = 0
+    resume_from = _find_resume(config, ckpt_dir)
+    if resume_from is not None:
+        step = _resume(resume_from, raw_model, optimizer, loader, info, log)
+
+    model: nn.Module = raw_model
+    if tc.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    autocast_dtype = _resolve_dtype(tc.dtype, device)
+    if info.is_main:
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    log.info(f"data: {source.description}")
+    log.info(
+        f"model: {raw_model.num_parameters():,} parameters, attention {raw_model.resolved_backend()}, "
+        f"device {device} x {info.world_size}, {'bf16 autocast' if autocast_dtype else 'fp32'}"
+    )
+
+    batches: Iterator[Batch] = iter(loader)
+
+    def next_batch() -> Batch:
+        nonlocal batches
+        try:
+            batch = next(batches)
+        except StopIteration:  # a finite loader: start another pass
+            batches = iter(loader)
+            batch = next(batches)
+        return {k: batch[k].to(device=device, dtype=torch.long, non_blocking=True) for k in BATCH_KEYS}
+
+    result = TrainResult(raw_model, step, source=source)
+    # Totals since the last log line, kept on the device so that no step waits for the GPU.
+    zeros = [torch.zeros((), device=device, dtype=dtype) for dtype in (torch.float32, torch.long, torch.long)]
+    window = StepTotals(*zeros)
+    window_start = time.perf_counter()
+    while step < tc.max_steps:
+        micro_batches = [next_batch() for _ in range(tc.grad_accum_steps)]
+        lr = schedule(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        totals = forward_backward(model, raw_model, micro_batches, info=info, autocast_dtype=autocast_dtype)
+        # With clipping off, an infinite max norm still measures the norm for the log.
+        grad_norm = nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        for total, add in zip(window, totals):
+            total += add
+        if step % tc.log_every == 0 or step == tc.max_steps:
+            loss_sum, trained, tokens = (t.item() for t in window)  # waits for the GPU: time after it
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "step": step,
+                "max_steps": tc.max_steps,
+                "loss": loss_sum / max(trained, 1),
+                "lr": lr,
+                "grad_norm": grad_norm.item(),
+                "tokens": tokens,
+                "trained_tokens": trained,
+                "tokens_per_s": tokens / elapsed,
+                "trained_tokens_per_s": trained / elapsed,
+                "elapsed_s": elapsed,
+            }
+            result.history.append(record)
+            log.record(record)
+            for total in window:
+                total.zero_()
+            window_start = time.perf_counter()
+
+        every = config.checkpoint.every
+        if every > 0 and (step % every == 0 or step == tc.max_steps):
+            result.checkpoint = _save(config, ckpt_dir, step, raw_model, optimizer, loader, info)
+            log.info(f"saved {result.checkpoint}")
+    result.step = step
+    return result
+
+
+def _resume(
+    path: Path,
+    raw_model: Transformer,
+    optimizer: torch.optim.Optimizer,
+    loader: Any,
+    info: Distributed,
+    log: _Logger,
+) -> int:
+    """Restore everything :func:`_save` wrote; return the step to continue from."""
+    ckpt = load_checkpoint(path)
+    if len(ckpt["ranks"]) != info.world_size:
+        raise RuntimeError(
+            f"{path} was written by {len(ckpt['ranks'])} processes, this run has {info.world_size}"
+        )
+    raw_model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])  # the learning rate follows from the step (schedule.py)
+    mine = ckpt["ranks"][info.rank]
+    if isinstance(loader, StatefulLoader):
+        loader.load_state_dict(mine["loader"])
+    else:
+        log.info("warning: the data loader has no load_state_dict(); data order restarts from the top")
+    restore_rng_state(mine["rng"])
+    step = int(ckpt["step"])
+    log.info(f"resumed from {path} at step {step}")
+    return step
+
+
+def _save(
+    config: TrainConfig,
+    ckpt_dir: Path,
+    step: int,
+    raw_model: Transformer,
+    optimizer: torch.optim.Optimizer,
+    loader: Any,
+    info: Distributed,
+) -> Path:
+    """Collect every rank's loader + RNG state on rank 0 and write one checkpoint file."""
+    mine = {
+        "loader": loader.state_dict() if isinstance(loader, StatefulLoader) else None,
+        "rng": capture_rng_state(),
+    }
+    ranks = _gather(mine, info)
+    path = checkpoint_path(ckpt_dir, step)
+    if info.is_main:
+        payload = {
+            "step": step,
+            "model": raw_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ranks": ranks,
+            "config": config.to_dict(),
+        }
+        save_checkpoint(path, payload)
+        prune_checkpoints(ckpt_dir, config.checkpoint.keep)
+    if info.enabled:
+        dist.barrier()  # nobody runs ahead (or exits) before the checkpoint exists
+    return path
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="turnpack train",
+        description="Train the reference model on packed chat batches (run under torchrun for DDP).",
+        epilog="Example: turnpack train --config run.toml --set train.lr=1e-3 --set data.batch_size=4",
+    )
+    p.add_argument(
+        "--config",
+        help='a .toml or .json config file, or "example" for the built-in example run (default: defaults)',
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable); VALUE is JSON or a bare string",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``turnpack train``."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ConfigError, OSError) as e:
+        print(f"turnpack train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    train(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
