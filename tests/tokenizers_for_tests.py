@@ -25,37 +25,7 @@ import turnpack
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "templates"
 
-# Qwen3's added tokens, ids 151643.. (as in tests/test_mask_conformance.py).
-QWEN3_ADDED = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-]
-QWEN3_SPECIALS = {text: 151643 + i for i, text in enumerate(QWEN3_ADDED)}
-QWEN3_VARS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+QWEN3_SPECIALS = {text: RT.QWEN3_FIRST_ID + i for i, text in enumerate(RT.QWEN3_ADDED)}
 
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -85,7 +55,7 @@ def qwen3(template_name: str = "qwen3") -> turnpack.ChatTokenizer:
         spec.pattern,
         special_tokens=QWEN3_SPECIALS,
         chat_template=template(template_name),
-        template_vars=QWEN3_VARS,
+        template_vars=RT.QWEN3_VARS,
     )
 
 
@@ -98,7 +68,7 @@ def write_model_dir(path: Path, template_name: str = "qwen3") -> Path:
     """A Hugging Face-style model folder (tokenizer.json + tokenizer_config.json) for `from_dir`."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "tokenizer.json").write_text(qwen3(template_name).to_tokenizer_json())
-    config = {"chat_template": template(template_name), **QWEN3_VARS}
+    config = {"chat_template": template(template_name), **RT.QWEN3_VARS}
     (path / "tokenizer_config.json").write_text(json.dumps(config))
     return path
 
