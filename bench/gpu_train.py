@@ -417,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "steps": args.steps,
     }
-    out_dirs = [args.out_dir] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
+    out_dirs = [args.out_dir.resolve()]
+    if os.environ.get("OUT") and Path(os.environ["OUT"]).resolve() not in out_dirs:
+        out_dirs.append(Path(os.environ["OUT"]).resolve())
     results: list[dict[str, Any]] = []
     for seq_len in args.seq_lens:
         conversations = synthetic_conversations(args.conversations, seq_len, args.vocab_size, seed=seq_len)

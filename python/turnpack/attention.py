@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - import only for annotations
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "MIN_COMPILED_HEAD_DIM",
     "dense_document_mask",
     "document_block_mask",
     "document_causal_mask_mod",
@@ -46,6 +47,8 @@ __all__ = [
 
 #: FlexAttention's default sparse block size (tokens per query/key block).
 DEFAULT_BLOCK_SIZE = 128
+#: Smallest head dimension the compiled FlexAttention kernel accepts (smaller ones are zero-padded).
+MIN_COMPILED_HEAD_DIM = 16
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -210,4 +213,13 @@ def flex_attention_forward(
     if compile is None:
         compile = query.device.type == "cuda"
     fn = _compiled_flex_attention() if compile else flex_attention
+    head_dim = query.shape[-1]
+    if compile and head_dim < MIN_COMPILED_HEAD_DIM:
+        # The compiled kernel rejects head_dim < 16 ("NYI: embedding dimension ... at least 16").
+        # Zero-padding q, k and v changes no score and only adds zero output columns, which are cut
+        # off; the softmax scale stays that of the true head_dim.
+        pad = MIN_COMPILED_HEAD_DIM - head_dim
+        query, key, value = (torch.nn.functional.pad(t, (0, pad)) for t in (query, key, value))
+        out = fn(query, key, value, block_mask=block_mask, enable_gqa=enable_gqa, scale=head_dim**-0.5)
+        return out[..., :head_dim]
     return fn(query, key, value, block_mask=block_mask, enable_gqa=enable_gqa)

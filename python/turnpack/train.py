@@ -103,6 +103,8 @@ def _setup_distributed(device_spec: str) -> tuple[Distributed, torch.device, boo
         device_spec = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device_spec)
     if device.type == "cuda":
+        if device.index is None:  # plain "cuda": this process's GPU
+            device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     created = False
     if info.enabled and not dist.is_initialized():
