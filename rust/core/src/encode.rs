@@ -109,14 +109,9 @@ impl Layout {
         out
     }
 
+    /// The full rendering with target `j` alone blanked.
     fn blanked(&self, full: &str, j: usize) -> String {
-        let (own, blank) = &self.regions[j];
-        let blank = &self.blanked[blank.clone()];
-        let mut out = String::with_capacity(full.len() - own.len() + blank.len());
-        out.push_str(&full[..own.start]);
-        out.push_str(blank);
-        out.push_str(&full[own.end..]);
-        out
+        self.with_blanked(full, |i| i == j)
     }
 }
 
