@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,7 @@ Boundary: TypeAlias = Literal["merge", "split"]
 Method: TypeAlias = Literal["auto", "per_message"]
 Overflow: TypeAlias = Literal["drop", "truncate"]
 Eot: TypeAlias = Literal["auto"] | Sequence[str] | None
+BpeBackend: TypeAlias = Literal["turnpack", "tokenizers"]
 
 class TurnpackError(ValueError):
     """Base class of turnpack's errors."""
@@ -79,9 +80,12 @@ class ChatTokenizer:
         `chat_template`) or chat_template.jinja (which wins)."""
     @staticmethod
     def from_tokenizer_json(
-        json: str, chat_template: str | None = None, special_tokens: Mapping[str, str] | None = None
+        json: str,
+        chat_template: str | None = None,
+        special_tokens: Mapping[str, str] | None = None,
+        bpe_backend: BpeBackend | None = None,
     ) -> ChatTokenizer:
-        """Builds from the text of a tokenizer.json."""
+        """Builds from the text of a tokenizer.json; `bpe_backend` as in `with_bpe_backend`."""
     @staticmethod
     def from_tiktoken(
         ranks_path: str | PathLike[str],
@@ -142,8 +146,32 @@ class ChatTokenizer:
         lists or dicts with "messages" and optional per-row "tools". `num_threads` defaults to
         $TURNPACK_NUM_THREADS or all cores. With `on_error="skip"` a failed sample's exception
         (naming `sample i`) takes its place in the result; with "raise" the first one is raised."""
-    def tokenize(self, text: str) -> list[int]:
-        """Plain tokenization: no template, special tokens recognised, no BOS/EOS added."""
+    @overload
+    def tokenize(self, text: str, *, with_offsets: Literal[False] = False) -> list[int]: ...
+    @overload
+    def tokenize(
+        self, text: str, *, with_offsets: Literal[True]
+    ) -> tuple[list[int], list[tuple[int, int]]]: ...
+    def tokenize(
+        self, text: str, *, with_offsets: bool = False
+    ) -> list[int] | tuple[list[int], list[tuple[int, int]]]:
+        """Plain tokenization: no template, special tokens recognised, no BOS/EOS added.
+
+        With `with_offsets`, also each token's (start, end) character offsets in `text`, as
+        `tokenizers.Encoding.offsets` gives them (a token holding part of a character spans the
+        whole character).
+        """
+    @property
+    def bpe_backend(self) -> BpeBackend:
+        """The encoder that turns text into ids: "turnpack" (turnpack's own byte-level BPE, the
+        default when the tokenizer qualifies) or "tokenizers" (Hugging Face `tokenizers`). Both
+        give the same ids and offsets."""
+    @property
+    def bpe_backend_unavailable(self) -> str | None:
+        """Why turnpack's BPE encoder cannot be used for this tokenizer; None when it can."""
+    def with_bpe_backend(self, backend: BpeBackend) -> ChatTokenizer:
+        """A copy that encodes with `backend`. Raises ValueError when asking for "turnpack" for
+        a tokenizer that does not qualify (see `bpe_backend_unavailable`)."""
     def to_tokenizer_json(self) -> str:
         """The tokenizer as tokenizer.json text (`tokenizers.Tokenizer.from_str` loads it)."""
     @property

@@ -162,6 +162,7 @@ thread_local! {
 /// Template variables: special tokens from the tokenizer config, then per-call keywords.
 pub type Vars = Vec<(String, Value)>;
 
+#[derive(Clone)]
 pub struct ChatTokenizer {
     pub tokenizer: TextTokenizer,
     pub template: Option<ChatTemplate>,

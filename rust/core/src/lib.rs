@@ -3,6 +3,7 @@
 //!
 //! Pure Rust; the Python binding lives in `rust/python`.
 
+pub mod bpe;
 pub mod compressed;
 pub mod conversation;
 pub mod encode;

@@ -277,7 +277,7 @@ fn utf8_byte(b: u8) -> bool {
 
 /// GPT-2's byte-to-unicode table, as used by byte-level BPE: printable Latin-1 bytes stand for
 /// themselves, the others are moved to U+0100 onwards in byte order.
-fn byte_to_unicode() -> [char; 256] {
+pub(crate) fn byte_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..=255u8 {
@@ -391,7 +391,7 @@ fn onig_pattern(pattern: &str) -> Cow<'_, str> {
 
 /// End (exclusive) of the escape starting at `chars[i] == '\\'`: `\p{..}`, `\x{..}` and the like
 /// run to their closing brace, `\pL` takes one letter more, others are two characters.
-fn escape_end(chars: &[char], i: usize) -> usize {
+pub(crate) fn escape_end(chars: &[char], i: usize) -> usize {
     let Some(&kind) = chars.get(i + 1) else {
         return chars.len();
     };
@@ -406,7 +406,7 @@ fn escape_end(chars: &[char], i: usize) -> usize {
 }
 
 /// End (exclusive) of the character class starting at `chars[i] == '['`, nested classes included.
-fn class_end(chars: &[char], i: usize) -> usize {
+pub(crate) fn class_end(chars: &[char], i: usize) -> usize {
     let mut j = i + 1;
     if chars.get(j) == Some(&'^') {
         j += 1;

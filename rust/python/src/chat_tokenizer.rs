@@ -8,6 +8,7 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use turnpack_core::encode::{
 };
 use turnpack_core::model_dir;
 use turnpack_core::template::{value::from_json, ChatTemplate};
-use turnpack_core::tokenizer::TextTokenizer;
+use turnpack_core::tokenizer::{Backend, TextTokenizer};
 use turnpack_core::Error;
 
 #[pyclass(module = "turnpack._core", name = "ChatTokenizer", frozen)]
@@ -178,13 +179,17 @@ impl PyChatTokenizer {
 
     /// Builds from the text of a tokenizer.json.
     #[staticmethod]
-    #[pyo3(signature = (json, chat_template=None, special_tokens=None))]
+    #[pyo3(signature = (json, chat_template=None, special_tokens=None, bpe_backend=None))]
     fn from_tokenizer_json(
         json: &str,
         chat_template: Option<&str>,
         special_tokens: Option<&Bound<'_, PyDict>>,
+        bpe_backend: Option<&str>,
     ) -> PyResult<Self> {
-        let tok = TextTokenizer::from_json_str(json).map_err(to_py)?;
+        let mut tok = TextTokenizer::from_json_str(json).map_err(to_py)?;
+        if let Some(name) = bpe_backend {
+            tok.set_backend(parse_backend(name)?).map_err(to_py)?;
+        }
         let vars = model_dir::vars_from(&str_dict(special_tokens)?);
         Ok(PyChatTokenizer {
             inner: encode::ChatTokenizer::new(tok, template(chat_template)?, vars),
@@ -354,8 +359,23 @@ impl PyChatTokenizer {
     }
 
     /// Plain tokenization of `text` (no template; special tokens recognised; no BOS/EOS added).
-    fn tokenize(&self, text: &str) -> PyResult<Vec<u32>> {
-        Ok(self.inner.tokenizer.encode(text).map_err(to_py)?.ids)
+    /// With `with_offsets`, also each token's (start, end) character offsets in `text`.
+    #[pyo3(signature = (text, *, with_offsets=false))]
+    fn tokenize<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        with_offsets: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let tokens = py
+            .detach(|| self.inner.tokenizer.encode(text))
+            .map_err(to_py)?;
+        if with_offsets {
+            let offsets = tokens.char_offsets(text);
+            (tokens.ids, offsets).into_bound_py_any(py)
+        } else {
+            tokens.ids.into_bound_py_any(py)
+        }
     }
 
     /// The underlying tokenizer as tokenizer.json text (loadable with `tokenizers.Tokenizer.from_str`).
@@ -363,8 +383,34 @@ impl PyChatTokenizer {
         self.inner.tokenizer.to_json().map_err(to_py)
     }
 
+    /// Which encoder turns text into ids: "turnpack" (turnpack's byte-level BPE, the default when
+    /// the tokenizer qualifies) or "tokenizers". Both give the same ids and offsets.
+    #[getter]
+    fn bpe_backend(&self) -> &'static str {
+        backend_name(self.inner.tokenizer.backend())
+    }
+
+    /// A copy that encodes with the given backend ("turnpack" or "tokenizers").
+    fn with_bpe_backend(&self, backend: &str) -> PyResult<Self> {
+        let mut inner = self.inner.clone();
+        inner
+            .tokenizer
+            .set_backend(parse_backend(backend)?)
+            .map_err(to_py)?;
+        Ok(PyChatTokenizer { inner })
+    }
+
+    /// Why turnpack's BPE encoder cannot be used for this tokenizer (None when it can).
+    #[getter]
+    fn bpe_backend_unavailable(&self) -> Option<String> {
+        self.inner
+            .tokenizer
+            .native_unavailable()
+            .map(str::to_string)
+    }
+
     /// Pickle support (DataLoader workers started with "spawn"): rebuilt from the tokenizer's JSON,
-    /// the template's source and the template variables.
+    /// the template's source and the template variables; the BPE backend is kept.
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
@@ -385,6 +431,9 @@ impl PyChatTokenizer {
                 json.into_pyobject(py)?.into_any(),
                 source.into_pyobject(py)?.into_any(),
                 vars.into_any(),
+                backend_name(this.inner.tokenizer.backend())
+                    .into_pyobject(py)?
+                    .into_any(),
             ],
         )?;
         Ok((ctor, args))
@@ -402,6 +451,23 @@ impl PyChatTokenizer {
 
     fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.tokenizer.token_to_id(token)
+    }
+}
+
+fn parse_backend(name: &str) -> PyResult<Backend> {
+    match name {
+        "turnpack" => Ok(Backend::Native),
+        "tokenizers" => Ok(Backend::Tokenizers),
+        other => Err(PyValueError::new_err(format!(
+            "bpe_backend must be \"turnpack\" or \"tokenizers\", not {other:?}"
+        ))),
+    }
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Native => "turnpack",
+        Backend::Tokenizers => "tokenizers",
     }
 }
 

@@ -19,6 +19,7 @@ use std::ops::Range;
 const TEMPLATE_NAME: &str = "chat_template";
 
 /// A compiled chat template.
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     has_generation_tags: bool,
