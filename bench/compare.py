@@ -13,10 +13,13 @@ bench/workload.py:
     once per assistant turn again with that turn blanked, and the token lists are diffed (the seed
     oracle of tests/reference.py);
 (b) tokenize once: `tokenizers` encoding the already rendered text of each conversation, one text per
-    call (the same BPE as turnpack's, from `ChatTokenizer.to_tokenizer_json()`);
+    call (the same BPE as turnpack's, from `ChatTokenizer.to_tokenizer_json()`); and the same texts
+    through `ChatTokenizer.tokenize` with turnpack's own BPE encoder and with `tokenizers` as its
+    backend (same call path and allocator: the fair comparison of the two encoders);
 (c) turnpack: `encode` per conversation, `encode_batch` with 1 and 2 threads (plus `render` alone,
     `encode(start="content")`, which skips the generation-prompt renderings, and
-    `encode(method="per_message")` where available, to see where time goes);
+    `encode(method="per_message")` where available, to see where time goes, and `encode` with
+    `tokenizers` as the BPE backend);
 (d) packing the encodings into rows of 4096 tokens: `turnpack.pack` and a streaming `Packer`.
 
 Then the scaling table (per-token cost with exactly 2, 10, 40 and 80 assistant turns, as a ratio to
@@ -75,6 +78,12 @@ TARGETS = [
     ("scaling_40_vs_2", "per-token encode cost at 40 turns <= 1.5x that at 2 turns", 1.5, "max"),
     ("batch_2_vs_1_threads", "encode_batch 2 threads >= 1.7x its 1-thread throughput", 1.7, "min"),
     ("pack_tokens_per_s", "packing >= 20M tokens/s", 20e6, "min"),
+    (
+        "bpe_speedup_vs_tokenizers",
+        "turnpack's BPE encoder >= 2x tokenizers, single-threaded, same texts and call path",
+        2.0,
+        "min",
+    ),
 ]
 
 
@@ -214,7 +223,13 @@ def check_same_tokens(model: O.Model, convs: list[dict], texts: list[str], encs)
         for i, (t, e) in enumerate(zip(texts, encs))
         if model.hf.encode(t, add_special_tokens=False).ids != e.input_ids.tolist()
     ]
-    return {"render_mismatch": render_mismatch, "token_mismatch": id_mismatch}
+    bpe_mismatch = [
+        i
+        for i, t in enumerate(texts)
+        if hasattr(model.tok, "bpe_backend")
+        and model.tok.tokenize(t) != model.hf.encode(t, add_special_tokens=False).ids
+    ]
+    return {"render_mismatch": render_mismatch, "token_mismatch": id_mismatch, "bpe_mismatch": bpe_mismatch}
 
 
 def throughput_rows(model: O.Model, convs: list[dict], repeat: int, ref_repeat: int) -> tuple[dict, dict]:
@@ -264,6 +279,24 @@ def throughput_rows(model: O.Model, convs: list[dict], repeat: int, ref_repeat: 
         "(b) tokenize once: tokenizers.encode of the rendered text",
         measure(lambda: [hf.encode(t, add_special_tokens=False) for t in texts], repeat),
     )
+    if hasattr(tok, "with_bpe_backend"):
+        facts["bpe_backend"] = tok.bpe_backend
+        via_tokenizers = tok.with_bpe_backend("tokenizers")
+        row(
+            "b_turnpack_bpe",
+            f"(b) tokenize once with turnpack's tokenize (backend: {tok.bpe_backend})",
+            measure(lambda: [tok.tokenize(t) for t in texts], repeat),
+        )
+        row(
+            "b_tokenizers_in_turnpack",
+            "(b) tokenize once with turnpack's tokenize, backend tokenizers",
+            measure(lambda: [via_tokenizers.tokenize(t) for t in texts], repeat),
+        )
+        row(
+            "c_encode_tokenizers_backend",
+            "(c) turnpack encode, BPE backend tokenizers",
+            measure(lambda: [via_tokenizers.encode(c["messages"], c["tools"]) for c in convs], repeat),
+        )
     row("c_encode", "(c) turnpack encode (one call per conversation)", measure(encode_loop, repeat))
     row(
         "c_batch_1",
@@ -427,6 +460,13 @@ def breakdown(model: O.Model, turns: int, n: int, repeat: int) -> dict:
     }
 
 
+def _ratio(rows: dict, slow: str, fast: str) -> float | None:
+    """Time of row `slow` over time of row `fast`, when both were measured."""
+    if slow not in rows or fast not in rows:
+        return None
+    return rows[slow]["seconds"] / rows[fast]["seconds"]
+
+
 def targets(rows: dict, scale: list[dict]) -> list[dict]:
     by_turns = {r["turns"]: r for r in scale}
     values = {
@@ -435,10 +475,13 @@ def targets(rows: dict, scale: list[dict]) -> list[dict]:
         "scaling_40_vs_2": by_turns[40]["encode_ratio"],
         "batch_2_vs_1_threads": rows["c_batch_1"]["wall_s"] / rows["c_batch_2"]["wall_s"],
         "pack_tokens_per_s": rows["d_pack"]["tokens_per_s"],
+        "bpe_speedup_vs_tokenizers": _ratio(rows, "b_tokenizers_in_turnpack", "b_turnpack_bpe"),
     }
     out = []
     for key, desc, threshold, kind in TARGETS:
         v = values[key]
+        if v is None:
+            continue  # a turnpack build without this feature
         ok = v >= threshold if kind == "min" else v <= threshold
         out.append({"key": key, "target": desc, "value": v, "threshold": threshold, "pass": ok})
     return out
@@ -473,6 +516,19 @@ def _machine_md(m: dict) -> list[str]:
             f"- Python {m['python']}, tokenizers {m['tokenizers']}, transformers {m['transformers']}, "
             f"jinja2 {m['jinja2']}, numpy {m['numpy']}; env {m['env']}"
         ),
+    ]
+
+
+def _bpe_lines(ratios: dict) -> list[str]:
+    if ratios.get("bpe_speedup_vs_tokenizers") is None:
+        return []
+    return [
+        (
+            f"- turnpack's BPE encoder over `tokenizers`, same texts, both through `ChatTokenizer.tokenize`: "
+            f"**{ratios['bpe_speedup_vs_tokenizers']:.2f}x** faster "
+            f"(over (b), `tokenizers`' own Python `encode`: {ratios['bpe_speedup_vs_tokenize_once']:.2f}x); "
+            f"`encode` with it over `encode` with the `tokenizers` backend: {ratios['encode_speedup_from_bpe']:.2f}x"
+        )
     ]
 
 
@@ -539,6 +595,7 @@ def markdown(res: dict) -> str:
             f"(encode_batch 1 thread: {res['ratios']['batch1_slowdown_vs_tokenize_once']:.2f}x; "
             f'encode(start="content"): {res["ratios"]["content_slowdown_vs_tokenize_once"]:.2f}x)'
         ),
+        *_bpe_lines(res["ratios"]),
         (
             f"- encode_batch, 2 threads over 1 thread (wall clock): **{res['ratios']['batch_2_vs_1_threads']:.2f}x**"
             f" (CPU time of 2 threads / 1 thread: {res['ratios']['batch_cpu_2_vs_1_threads']:.2f})"
@@ -628,6 +685,9 @@ def compare(name: str, args) -> dict:
         / rows["b_tokenize_once"]["seconds"],
         "batch_2_vs_1_threads": rows["c_batch_1"]["wall_s"] / rows["c_batch_2"]["wall_s"],
         "batch_cpu_2_vs_1_threads": rows["c_batch_2"]["cpu_s"] / rows["c_batch_1"]["cpu_s"],
+        "bpe_speedup_vs_tokenizers": _ratio(rows, "b_tokenizers_in_turnpack", "b_turnpack_bpe"),
+        "bpe_speedup_vs_tokenize_once": _ratio(rows, "b_tokenize_once", "b_turnpack_bpe"),
+        "encode_speedup_from_bpe": _ratio(rows, "c_encode_tokenizers_backend", "c_encode"),
     }
     return {
         "clock": CLOCK,

@@ -18,8 +18,8 @@
 //! "elements/s" is tokens/s and per-token costs compare across groups.
 //!
 //! Groups:
-//! - `mixed`: the mixed workload (render, tokenize, encode with `start` prompt and content, and with
-//!   the per-message method);
+//! - `mixed`: the mixed workload (render; tokenize with turnpack's BPE encoder and with `tokenizers`;
+//!   encode with `start` prompt and content, and with `tokenizers` as the BPE backend);
 //! - `turns`: encode (the same three ways) and tokenize with exactly 2, 10, 40, 80 assistant turns
 //!   (per-token cost vs. length);
 //! - `parts_40_turns`: the pieces of `encode` on 40-turn conversations, timed separately: the full
@@ -39,7 +39,7 @@ use std::hint::black_box;
 use turnpack_core::conversation::Conversation;
 use turnpack_core::encode::{ChatTokenizer, EncodeOptions, Method, Start, Vars};
 use turnpack_core::template::{value::from_json, ChatTemplate};
-use turnpack_core::tokenizer::TextTokenizer;
+use turnpack_core::tokenizer::{Backend, TextTokenizer};
 use turnpack_core::{compressed, layout, spans, tiktoken};
 
 const TEMPLATE: &str = include_str!("../../../tests/fixtures/templates/Qwen-Qwen3-0.6B.jinja");
@@ -489,14 +489,29 @@ fn bench_mixed<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
             }
         })
     });
-    for (name, opts) in [
-        ("encode", EncodeOptions::default()),
-        ("encode_content", content()),
+    // The same texts through Hugging Face `tokenizers` (what `tokenize` uses when the tokenizer
+    // does not qualify for turnpack's BPE encoder).
+    g.bench_function("tokenize_with_tokenizers", |b| {
+        b.iter(|| {
+            for p in &convs {
+                black_box(s.tok.tokenizer.encode_with_tokenizers(&p.text).unwrap());
+            }
+        })
+    });
+    let mut with_tokenizers = s.tok.clone();
+    with_tokenizers
+        .tokenizer
+        .set_backend(Backend::Tokenizers)
+        .unwrap();
+    for (name, tok, opts) in [
+        ("encode", &s.tok, EncodeOptions::default()),
+        ("encode_content", &s.tok, content()),
+        ("encode_with_tokenizers", &with_tokenizers, EncodeOptions::default()),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 for p in &convs {
-                    black_box(s.tok.encode(&p.conv, &p.tools, &s.vars, &opts).unwrap());
+                    black_box(tok.encode(&p.conv, &p.tools, &s.vars, &opts).unwrap());
                 }
             })
         });
