@@ -506,7 +506,11 @@ fn bench_mixed<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
     for (name, tok, opts) in [
         ("encode", &s.tok, EncodeOptions::default()),
         ("encode_content", &s.tok, content()),
-        ("encode_with_tokenizers", &with_tokenizers, EncodeOptions::default()),
+        (
+            "encode_with_tokenizers",
+            &with_tokenizers,
+            EncodeOptions::default(),
+        ),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {

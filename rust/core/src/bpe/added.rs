@@ -104,7 +104,10 @@ impl AddedTokens {
         for m in normalized.automaton.find_iter(&text[start..end]) {
             let (a, b) = (start + m.start(), start + m.end());
             if a > last {
-                segment(Segment::Text { start: last, end: a });
+                segment(Segment::Text {
+                    start: last,
+                    end: a,
+                });
             }
             segment(Segment::Added {
                 id: normalized.ids[m.pattern().as_usize()],
@@ -150,10 +153,22 @@ mod tests {
             segments(&added, "x<a><b>y think<a>"),
             [
                 Text { start: 0, end: 1 },
-                Added { id: 2, start: 1, end: 7 },
+                Added {
+                    id: 2,
+                    start: 1,
+                    end: 7
+                },
                 Text { start: 7, end: 9 },
-                Added { id: 3, start: 9, end: 14 },
-                Added { id: 1, start: 14, end: 17 },
+                Added {
+                    id: 3,
+                    start: 9,
+                    end: 14
+                },
+                Added {
+                    id: 1,
+                    start: 14,
+                    end: 17
+                },
             ]
         );
     }

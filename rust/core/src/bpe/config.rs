@@ -77,7 +77,10 @@ fn split_patterns(v: &Value) -> Result<Vec<String>, String> {
         return Err("no pre-tokenizer (not byte-level)".into());
     };
     if kind(last) != "ByteLevel" {
-        return Err(format!("pre-tokenizer ends in {} (not ByteLevel)", kind(last)));
+        return Err(format!(
+            "pre-tokenizer ends in {} (not ByteLevel)",
+            kind(last)
+        ));
     }
     if flag(last, "add_prefix_space") {
         return Err("ByteLevel adds a prefix space".into());
@@ -89,7 +92,10 @@ fn split_patterns(v: &Value) -> Result<Vec<String>, String> {
         }
         let behavior = s["behavior"].as_str().unwrap_or("");
         if behavior != "Isolated" || flag(s, "invert") {
-            return Err(format!("Split behavior {behavior} (invert: {})", flag(s, "invert")));
+            return Err(format!(
+                "Split behavior {behavior} (invert: {})",
+                flag(s, "invert")
+            ));
         }
         let Some(pattern) = s["pattern"]["Regex"].as_str() else {
             return Err("Split on a plain string".into());
@@ -174,7 +180,11 @@ fn model(v: &Value) -> Result<Model, String> {
         };
         match (to_bytes(left), to_bytes(right)) {
             (Some(l), Some(r)) => merges.push((l, r)),
-            _ => return Err(format!("merge {left:?} {right:?} is outside the byte alphabet")),
+            _ => {
+                return Err(format!(
+                    "merge {left:?} {right:?} is outside the byte alphabet"
+                ))
+            }
         }
     }
     Ok((vocab, merges, flag(v, "ignore_merges")))

@@ -7,8 +7,8 @@
 //! the text never has to be mapped to GPT-2's byte alphabet.
 
 use std::cell::RefCell;
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustc_hash::FxHashMap;
@@ -118,6 +118,10 @@ impl MergeModel {
         }
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
+            if cache.len() >= super::MAX_ENCODERS_PER_THREAD && !cache.contains_key(&self.cache_key)
+            {
+                cache.clear(); // models that are gone leave their caches behind
+            }
             let mine = cache.entry(self.cache_key).or_default();
             if let Some(ids) = mine.get(piece) {
                 out.extend_from_slice(ids);
@@ -279,7 +283,10 @@ mod tests {
             assert_eq!(ids(&m, "abab", long), [257, 257]);
             // Overlapping equal pairs: the leftmost merges first.
             assert_eq!(ids(&m, "aaa", long), [259, b'a' as u32]);
-            assert_eq!(ids(&m, "xyz", long), [b'x' as u32, b'y' as u32, b'z' as u32]);
+            assert_eq!(
+                ids(&m, "xyz", long),
+                [b'x' as u32, b'y' as u32, b'z' as u32]
+            );
         }
     }
 

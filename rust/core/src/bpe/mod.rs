@@ -16,15 +16,29 @@ pub mod merge;
 pub mod pattern;
 pub mod probe;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use added::{AddedTokens, Segment};
 use config::Config;
 use merge::MergeModel;
-use pattern::SplitRegex;
+use pattern::{SplitCaches, SplitRegex};
 
 use crate::tokenizer::Tokens;
 
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+/// Per-thread caches are kept for this many encoders at most.
+const MAX_ENCODERS_PER_THREAD: usize = 8;
+
+thread_local! {
+    /// Each thread's regex search caches, per encoder.
+    static SPLIT_CACHES: RefCell<HashMap<usize, Vec<SplitCaches>>> = RefCell::new(HashMap::new());
+}
+
 #[derive(Debug)]
 pub struct NativeBpe {
+    id: usize,
     nfc: bool,
     added: AddedTokens,
     stages: Vec<SplitRegex>,
@@ -49,6 +63,7 @@ impl NativeBpe {
             .map(|p| SplitRegex::new(p))
             .collect::<Result<_, _>>()?;
         Ok(NativeBpe {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             nfc: config.nfc,
             added: AddedTokens::new(&config.added)?,
             stages,
@@ -66,44 +81,48 @@ impl NativeBpe {
         let mut ids = Vec::with_capacity(text.len() / 3 + 4);
         // Byte position where each token starts; the last token ends at the text's end.
         let mut starts = Vec::with_capacity(ids.capacity());
-        self.added.split(text, |segment| match segment {
-            Segment::Added { id, start, .. } => {
-                ids.push(id);
-                starts.push(start);
+        let mut pieces = Vec::with_capacity(ids.capacity());
+        let mut next = Vec::new();
+        SPLIT_CACHES.with(|caches| {
+            let mut caches = caches.borrow_mut();
+            // Encoders that are gone leave their caches behind; a thread rarely uses more than a few.
+            if caches.len() >= MAX_ENCODERS_PER_THREAD && !caches.contains_key(&self.id) {
+                caches.clear();
             }
-            Segment::Text { start, end } => {
-                self.pre_tokenize(text, start, end, 0, &mut |a, b| {
-                    let from = ids.len();
-                    self.model.encode(&text.as_bytes()[a..b], &mut ids);
-                    let mut at = a;
-                    for &id in &ids[from..] {
-                        starts.push(at);
-                        at += self.model.token_len(id);
+            let caches = caches
+                .entry(self.id)
+                .or_insert_with(|| self.stages.iter().map(SplitRegex::create_caches).collect());
+            self.added.split(text, |segment| match segment {
+                Segment::Added { id, start, .. } => {
+                    ids.push(id);
+                    starts.push(start);
+                }
+                Segment::Text { start, end } => {
+                    pieces.clear();
+                    pieces.push((start, end));
+                    for (stage, cache) in self.stages.iter().zip(caches.iter_mut()) {
+                        next.clear();
+                        for &(a, b) in &pieces {
+                            stage.split(text, a, b, cache, &mut next);
+                        }
+                        std::mem::swap(&mut pieces, &mut next);
                     }
-                });
-            }
+                    for &(a, b) in &pieces {
+                        let from = ids.len();
+                        self.model.encode(&text.as_bytes()[a..b], &mut ids);
+                        let mut at = a;
+                        for &id in &ids[from..] {
+                            starts.push(at);
+                            at += self.model.token_len(id);
+                        }
+                    }
+                }
+            });
         });
         Some(Tokens {
             offsets: offsets(text, &starts),
             ids,
         })
-    }
-
-    /// Runs split stages `stage..` over `text[start..end]`, calling `piece` on the final pieces.
-    fn pre_tokenize(
-        &self,
-        text: &str,
-        start: usize,
-        end: usize,
-        stage: usize,
-        piece: &mut dyn FnMut(usize, usize),
-    ) {
-        match self.stages.get(stage) {
-            None => piece(start, end),
-            Some(re) => re.split(&text[start..end], |a, b| {
-                self.pre_tokenize(text, start + a, start + b, stage + 1, piece)
-            }),
-        }
     }
 }
 
@@ -128,7 +147,6 @@ fn offsets(text: &str, starts: &[usize]) -> Vec<(usize, usize)> {
         .map(|(&s, e)| (floor(s), ceil(e)))
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,9 @@
 //! cl100k pattern, whose rewrite is checked by the tests), POSIX classes, and the Perl classes
 //! `\w \d \b \h` and their negations. Line anchors `^`/`$` (Ruby syntax) become `(?m:^)`/`(?m:$)`.
 
-use regex_automata::meta::Regex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Anchored, Input};
 
 use crate::tiktoken::{class_end, escape_end};
@@ -33,9 +35,13 @@ const KNOWN_REWRITES: &[(&str, &str)] = &[(
 
 const LOOKAHEAD_BRANCH: &str = r"\s+(?!\S)";
 
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
 /// One `Split(Regex, Isolated)` stage.
 #[derive(Debug)]
 pub struct SplitRegex {
+    /// Key of this regex's search caches in each thread ([`SplitCaches`]).
+    id: usize,
     /// The pattern with `\s+(?!\S)|\s+` searched as `\s+`.
     combined: Regex,
     /// Whether the pattern has the `\s+(?!\S)` branch.
@@ -83,49 +89,82 @@ impl SplitRegex {
             }
         };
         Ok(SplitRegex {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             combined,
             lookahead: lookahead_at.is_some(),
             before_lookahead,
         })
     }
 
-    /// Calls `piece(start, end)` for each piece of `hay` in order: the matches and the text between
-    /// them (`Isolated`), so the pieces cover `hay` exactly.
-    pub fn split(&self, hay: &str, mut piece: impl FnMut(usize, usize)) {
+    /// Search caches for this regex (one per thread: see [`SplitCaches`]).
+    pub fn create_caches(&self) -> SplitCaches {
+        SplitCaches {
+            id: self.id,
+            combined: self.combined.create_cache(),
+            before_lookahead: self.before_lookahead.as_ref().map(Regex::create_cache),
+        }
+    }
+
+    /// Appends the pieces of `hay[start..end]` to `out` as (start, end) positions in `hay`, in
+    /// order: the matches and the text between them (`Isolated`), so they cover the range exactly.
+    /// `caches` must come from this regex's `create_caches`.
+    pub fn split(
+        &self,
+        hay: &str,
+        start: usize,
+        end: usize,
+        caches: &mut SplitCaches,
+        out: &mut Vec<(usize, usize)>,
+    ) {
+        debug_assert_eq!(caches.id, self.id);
+        // The piece is its own haystack: `tokenizers` runs the regex on each piece separately, so
+        // `\z`, `$` and the look-ahead see the piece's end.
+        let piece = &hay[start..end];
         let mut last = 0;
         let mut at = 0;
-        while at < hay.len() {
+        while at < piece.len() {
             // Most pieces start where the previous one ended: try there anchored first, which
             // needs only a forward scan.
-            let anchored = Input::new(hay).span(at..hay.len()).anchored(Anchored::Yes);
-            let found = match self.combined.search(&anchored) {
+            let anchored = Input::new(piece)
+                .span(at..piece.len())
+                .anchored(Anchored::Yes);
+            let found = match self.combined.search_with(&mut caches.combined, &anchored) {
                 Some(m) => Some(m),
-                None => self.combined.search(&Input::new(hay).span(at..hay.len())),
+                None => self.combined.search_with(
+                    &mut caches.combined,
+                    &Input::new(piece).span(at..piece.len()),
+                ),
             };
             let Some(m) = found else { break };
-            let (start, mut end) = (m.start(), m.end());
-            if end == start {
+            let (m_start, mut m_end) = (m.start(), m.end());
+            if m_end == m_start {
                 // No pattern here matches empty text; never loop on one that would.
-                at = start + hay[start..].chars().next().map_or(1, char::len_utf8);
+                at = m_start + piece[m_start..].chars().next().map_or(1, char::len_utf8);
                 continue;
             }
-            if self.lookahead && end < hay.len() {
-                end = self.apply_lookahead(hay, start, end);
+            if self.lookahead && m_end < piece.len() {
+                m_end = self.apply_lookahead(piece, m_start, m_end, caches);
             }
-            if start > last {
-                piece(last, start);
+            if m_start > last {
+                out.push((start + last, start + m_start));
             }
-            piece(start, end);
-            last = end;
-            at = end;
+            out.push((start + m_start, start + m_end));
+            last = m_end;
+            at = m_end;
         }
-        if last < hay.len() {
-            piece(last, hay.len());
+        if last < piece.len() {
+            out.push((start + last, end));
         }
     }
 
     /// `hay[start..end]` matched `P|\s+` and text follows: the end Oniguruma's pattern gives.
-    fn apply_lookahead(&self, hay: &str, start: usize, end: usize) -> usize {
+    fn apply_lookahead(
+        &self,
+        hay: &str,
+        start: usize,
+        end: usize,
+        caches: &mut SplitCaches,
+    ) -> usize {
         let matched = &hay[start..end];
         let next = hay[end..].chars().next();
         let mut chars = matched.chars();
@@ -137,16 +176,28 @@ impl SplitRegex {
         {
             return end;
         }
-        if let Some(before) = &self.before_lookahead {
+        if let (Some(before), Some(cache)) =
+            (&self.before_lookahead, caches.before_lookahead.as_mut())
+        {
             let anchored = Input::new(hay)
                 .span(start..hay.len())
                 .anchored(Anchored::Yes);
-            if before.search(&anchored).is_some() {
+            if before.search_with(cache, &anchored).is_some() {
                 return end; // `P` matched here, and it comes first.
             }
         }
         end - last.map_or(0, char::len_utf8)
     }
+}
+
+/// A thread's search state for one [`SplitRegex`]. Kept per thread by the caller rather than in the
+/// regex's shared pool: a pool hands a second thread a fresh cache when two threads collide on it,
+/// and a fresh lazy DFA has to rebuild its states.
+#[derive(Debug, Clone)]
+pub struct SplitCaches {
+    id: usize,
+    combined: Cache,
+    before_lookahead: Option<Cache>,
 }
 
 /// Rewrites Ruby-syntax line anchors and refuses constructs whose meaning differs between
@@ -252,8 +303,8 @@ mod tests {
 
     fn pieces(re: &SplitRegex, hay: &str) -> Vec<String> {
         let mut out = Vec::new();
-        re.split(hay, |a, b| out.push(hay[a..b].to_string()));
-        out
+        re.split(hay, 0, hay.len(), &mut re.create_caches(), &mut out);
+        out.iter().map(|&(a, b)| hay[a..b].to_string()).collect()
     }
 
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -279,7 +330,15 @@ mod tests {
 
     #[test]
     fn engine_dependent_constructs_are_refused() {
-        for p in [r"\w+", r"[[:alpha:]]+", r"a++", r"(?>ab)", r"(?=a)b", r"\s+(?!\S)|x", r"[\d]"] {
+        for p in [
+            r"\w+",
+            r"[[:alpha:]]+",
+            r"a++",
+            r"(?>ab)",
+            r"(?=a)b",
+            r"\s+(?!\S)|x",
+            r"[\d]",
+        ] {
             assert!(SplitRegex::new(p).is_err(), "{p}");
         }
         assert!(SplitRegex::new(KNOWN_REWRITES[0].0).is_ok());

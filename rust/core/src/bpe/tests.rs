@@ -119,7 +119,12 @@ fn assert_same(tok: &TextTokenizer, what: &str) {
 
 #[test]
 fn tiktoken_style_patterns_match_tokenizers() {
-    for (name, pattern) in [("llama3", LLAMA3), ("qwen3.5", QWEN35), ("cl100k", CL100K), ("o200k", O200K)] {
+    for (name, pattern) in [
+        ("llama3", LLAMA3),
+        ("qwen3.5", QWEN35),
+        ("cl100k", CL100K),
+        ("o200k", O200K),
+    ] {
         assert_same(&TextTokenizer::new(from_ranks(pattern)), name);
     }
 }
@@ -161,8 +166,14 @@ fn merging_without_ignore_merges_and_nfc_match_tokenizers() {
     assert_same(&tok, "nfc");
     // Text that is not NFC is left to `tokenizers`, which normalizes it.
     let decomposed = "cafe\u{301} cafe\u{301}";
-    assert_eq!(tok.encode(decomposed).unwrap(), tok.encode_with_tokenizers(decomposed).unwrap());
-    assert_eq!(tok.encode(decomposed).unwrap().ids, tok.encode("caf\u{e9} caf\u{e9}").unwrap().ids);
+    assert_eq!(
+        tok.encode(decomposed).unwrap(),
+        tok.encode_with_tokenizers(decomposed).unwrap()
+    );
+    assert_eq!(
+        tok.encode(decomposed).unwrap().ids,
+        tok.encode("caf\u{e9} caf\u{e9}").unwrap().ids
+    );
 }
 
 #[test]
@@ -175,7 +186,10 @@ fn long_pieces_match_tokenizers() {
         "中文字符".repeat(300),
         "\n".repeat(1000) + &"\t ".repeat(500),
     ] {
-        assert_eq!(tok.encode(&text).unwrap(), tok.encode_with_tokenizers(&text).unwrap());
+        assert_eq!(
+            tok.encode(&text).unwrap(),
+            tok.encode_with_tokenizers(&text).unwrap()
+        );
     }
 }
 
@@ -184,13 +198,19 @@ fn tokenizers_that_do_not_qualify_say_why_and_still_encode() {
     let base = to_json(&from_ranks(LLAMA3));
     let edits: [(&str, fn(&mut Value)); 5] = [
         ("lstrip", |v| v["added_tokens"][0]["lstrip"] = json!(true)),
-        ("trim offsets", |v| {
-            v["post_processor"] = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false})
+        (
+            "trim offsets",
+            |v| v["post_processor"] = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}),
+        ),
+        ("prefix space", |v| {
+            v["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = json!(true)
         }),
-        ("prefix space", |v| v["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = json!(true)),
-        ("lowercase", |v| v["normalizer"] = json!({"type": "Lowercase"})),
+        ("lowercase", |v| {
+            v["normalizer"] = json!({"type": "Lowercase"})
+        }),
         ("look-behind", |v| {
-            v["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = json!(r"(?<=a)b|\s+|[^\s]+")
+            v["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] =
+                json!(r"(?<=a)b|\s+|[^\s]+")
         }),
     ];
     for (what, edit) in edits {
