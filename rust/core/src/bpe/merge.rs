@@ -23,9 +23,11 @@ const CACHE_MAX_LEN: usize = 128;
 
 static NEXT_MODEL_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// Merged pre-tokens (bytes -> ids) of one model.
+type PieceCache = FxHashMap<Box<[u8]>, Box<[u32]>>;
+
 thread_local! {
-    static CACHE: RefCell<HashMap<usize, FxHashMap<Box<[u8]>, Box<[u32]>>>> =
-        RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<usize, PieceCache>> = RefCell::new(HashMap::new());
 }
 
 #[derive(Debug)]

@@ -196,7 +196,8 @@ fn long_pieces_match_tokenizers() {
 #[test]
 fn tokenizers_that_do_not_qualify_say_why_and_still_encode() {
     let base = to_json(&from_ranks(LLAMA3));
-    let edits: [(&str, fn(&mut Value)); 5] = [
+    type Edit = fn(&mut Value);
+    let edits: [(&str, Edit); 5] = [
         ("lstrip", |v| v["added_tokens"][0]["lstrip"] = json!(true)),
         (
             "trim offsets",
