@@ -377,6 +377,7 @@ def scaling_row(model: O.Model, turns: int, n: int, ref_convs: int, repeat: int)
     content = measure(lambda: [tok.encode(c["messages"], c["tools"], start="content") for c in convs], repeat)
     render = measure(lambda: [tok.render(c["messages"], c["tools"]) for c in convs], repeat)
     once = measure(lambda: [hf.encode(t, add_special_tokens=False) for t in texts], repeat)
+    O.per_turn_reference(model, convs[-1])  # warm: the first call compiles transformers' template
     ref = measure(lambda: [O.per_turn_reference(model, c) for c in convs[:ref_convs]], 1, warmup=False)
     per_message = None
     if has_per_message(tok):
@@ -403,7 +404,9 @@ def scaling(model: O.Model, n: int, ref_convs: int, repeat: int) -> list[dict]:
     """Per-token costs with exactly 2, 10, 40, 80 assistant turns, and their ratios to 2 turns."""
     out = []
     for turns in SCALING_TURNS:
-        out.append(scaling_row(model, turns, n, ref_convs, repeat))
+        # At least ~80 assistant turns per row: a row of a dozen 2-turn conversations takes a few
+        # milliseconds and its per-token cost is then at the mercy of the machine.
+        out.append(scaling_row(model, turns, max(n, 80 // turns), ref_convs, repeat))
         print(f"  {turns} turns: {out[-1]['encode_us_per_token']:.3f} us/token", flush=True)
     base = out[0]
     for r in out:
@@ -629,7 +632,9 @@ def markdown(res: dict) -> str:
     s0 = res["scaling"][0]
     lines += [
         "",
-        f"{s0['conversations']} conversations per row ({s0['reference_conversations']} for the reference).",
+        "Conversations per row: "
+        + ", ".join(f"{s['conversations']} at {s['turns']} turns" for s in res["scaling"])
+        + f" ({s0['reference_conversations']} for the reference). Measured first, in a fresh process.",
         "",
         f"## Where encode's time goes ({res['breakdown']['turns']} turns, from Python)",
         "",
@@ -670,9 +675,12 @@ def compare(name: str, args) -> dict:
     model = O.load_model(name)
     convs = W.conversations(args.n)
     m = machine(args.build_note)
-    rows, facts = throughput_rows(model, convs, args.repeat, args.ref_repeat)
+    # The scaling table first, in a process that has done nothing heavy yet: measured after the
+    # throughput rows (big reference renders, 2-thread batches, packing gigabytes), its short
+    # 2-turn row came out 1.7-2.4x slower than alone, which hid the growth with turns.
     print("  scaling ...", flush=True)
     scale = scaling(model, args.scaling_convs, args.scaling_ref_convs, args.repeat)
+    rows, facts = throughput_rows(model, convs, args.repeat, args.ref_repeat)
     print("  breakdown ...", flush=True)
     brk = breakdown(model, 40, args.scaling_convs, args.repeat)
     m["loadavg_at_end"] = loadavg()
@@ -828,7 +836,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (best is kept)")
     ap.add_argument("--ref-repeat", type=int, default=2, help="timed runs of the (slow) per-turn reference")
     ap.add_argument(
-        "--scaling-convs", type=int, default=12, help="conversations per row of the scaling table"
+        "--scaling-convs",
+        type=int,
+        default=12,
+        help="conversations per row of the scaling table (at least 80 assistant turns per row)",
     )
     ap.add_argument("--scaling-ref-convs", type=int, default=3, help="of which timed with the reference")
     ap.add_argument("--stream-rss", type=int, default=0, metavar="N", help="also run the streaming RSS test")
@@ -851,6 +862,12 @@ def main() -> None:
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.n > 0 and len(models) > 1:
+        # One process per model, so that each model's scaling table is measured in a fresh process.
+        for name in models:
+            cmd = [sys.executable, *sys.argv, "--models", name, "--stream-rss", "0"]
+            subprocess.run(cmd, check=True)
+        models, args.n = models[:1], 0
     for name in models if args.n > 0 else []:  # --n 0: only the streaming test
         res = compare(name, args)
         (args.out / f"compare-{name}.json").write_text(json.dumps(res, indent=2, default=asdict) + "\n")

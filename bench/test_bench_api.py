@@ -91,6 +91,16 @@ def test_tokenize_once_tokenizers(benchmark, model, convs, tokens):
     assert sum(len(e.ids) for e in encs) == tokens
 
 
+@pytest.mark.parametrize("backend", ["turnpack", "tokenizers"])
+def test_tokenize(benchmark, model, convs, tokens, backend):
+    """The same rendered texts through `ChatTokenizer.tokenize`, with each BPE backend."""
+    _info(benchmark, tokens, backend=backend)
+    tok = model.tok.with_bpe_backend(backend)
+    texts = [tok.render(c["messages"], c["tools"]) for c in convs]
+    ids = benchmark(lambda: [tok.tokenize(t) for t in texts])
+    assert sum(len(i) for i in ids) == tokens
+
+
 # Packing: 20 copies of the encodings (about 1.4M tokens) per run.
 COPIES = 20
 
