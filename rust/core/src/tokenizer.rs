@@ -72,11 +72,17 @@ impl TextTokenizer {
         let inner: tokenizers::Tokenizer = json
             .parse()
             .map_err(|e| Error::Tokenizer(format!("invalid tokenizer.json: {e}")))?;
-        Ok(Self::new(inner))
+        Ok(Self::build(inner, Some(json)))
     }
 
     /// Wraps a tokenizer, dropping any truncation or padding stored with it (transformers does too).
-    pub fn new(mut inner: tokenizers::Tokenizer) -> Self {
+    pub fn new(inner: tokenizers::Tokenizer) -> Self {
+        Self::build(inner, None)
+    }
+
+    /// `json`, when given, is the tokenizer's own JSON text: the native encoder reads it instead
+    /// of serializing the tokenizer again.
+    fn build(mut inner: tokenizers::Tokenizer, json: Option<&str>) -> Self {
         let _ = inner.with_truncation(None);
         inner.with_padding(None);
         let added = inner.get_added_tokens_decoder();
@@ -91,8 +97,11 @@ impl TextTokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, _)| *id)
             .collect();
-        let native = NativeBpe::from_tokenizer(&inner)
-            .and_then(|n| probe::check(&n, &inner).map(|()| Arc::new(n)));
+        let native = match json {
+            Some(json) => NativeBpe::from_json_str(json),
+            None => NativeBpe::from_tokenizer(&inner),
+        }
+        .and_then(|n| probe::check(&n, &inner).map(|()| Arc::new(n)));
         let backend = if native.is_ok() {
             Backend::Native
         } else {

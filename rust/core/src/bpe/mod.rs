@@ -51,8 +51,13 @@ impl NativeBpe {
         let json = tokenizer
             .to_string(false)
             .map_err(|e| format!("cannot serialize the tokenizer: {e}"))?;
+        Self::from_json_str(&json)
+    }
+
+    /// Builds the encoder from a `tokenizer.json` text, or says why it does not qualify.
+    pub fn from_json_str(json: &str) -> Result<Self, String> {
         let value: serde_json::Value =
-            serde_json::from_str(&json).map_err(|e| format!("tokenizer JSON: {e}"))?;
+            serde_json::from_str(json).map_err(|e| format!("tokenizer JSON: {e}"))?;
         Self::from_config(Config::from_json(&value)?)
     }
 
