@@ -170,3 +170,27 @@ def test_tokenizers_that_do_not_qualify_keep_tokenizers():
     text = "Hello  <|begin_of_text|> world"
     expected = tokenizers.Tokenizer.from_str(json.dumps(data)).encode(text, add_special_tokens=False).ids
     assert ct.tokenize(text) == expected
+
+
+def test_hugging_face_style_qwen_file_matches_tokenizers():
+    """Qwen's own tokenizer.json: NFC normalizer, merges applied even to whole-vocabulary words
+    (no `ignore_merges`), a ByteLevel post-processor. Text that is not NFC goes to `tokenizers`."""
+    data = json.loads(chat_tokenizer("qwen3").to_tokenizer_json())
+    data["normalizer"] = {"type": "NFC"}
+    data["model"]["ignore_merges"] = False
+    data["post_processor"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": False,
+        "use_regex": False,
+    }
+    text = json.dumps(data)
+    ct = turnpack.ChatTokenizer.from_tokenizer_json(text)
+    assert ct.bpe_backend == "turnpack", ct.bpe_backend_unavailable
+    hf = tokenizers.Tokenizer.from_str(text)
+    texts = random_texts("qwen3", 2000, seed=1) + realistic_texts()[:40] + ["cafe\u0301 \u212a Å"]
+    for t in texts:
+        ids, offsets = ct.tokenize(t, with_offsets=True)
+        expected = hf.encode(t, add_special_tokens=False)
+        assert ids == expected.ids, t
+        assert offsets == expected.offsets, t

@@ -53,6 +53,10 @@ impl MergeModel {
         ignore_merges: bool,
     ) -> Result<Self, String> {
         let max_id = vocab.iter().map(|(_, id)| *id).max().unwrap_or(0) as usize;
+        if max_id > 4 * vocab.len() + (1 << 20) {
+            // ids index a table; a few far-out ids would make it huge
+            return Err(format!("vocabulary ids reach {max_id} for {} tokens", vocab.len()));
+        }
         let mut token_len = vec![0u32; max_id + 1];
         let mut by_bytes: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
         by_bytes.reserve(vocab.len());
