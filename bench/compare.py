@@ -218,16 +218,12 @@ def has_per_message(tok: turnpack.ChatTokenizer) -> bool:
 def check_same_tokens(model: O.Model, convs: list[dict], texts: list[str], encs) -> dict:
     """The baselines see what turnpack produces: same rendering as transformers, same token ids."""
     render_mismatch = [i for i, (c, t) in enumerate(zip(convs, texts)) if O.render_reference(model, c) != t]
-    id_mismatch = [
-        i
-        for i, (t, e) in enumerate(zip(texts, encs))
-        if model.hf.encode(t, add_special_tokens=False).ids != e.input_ids.tolist()
-    ]
+    hf_ids = [model.hf.encode(t, add_special_tokens=False).ids for t in texts]
+    id_mismatch = [i for i, (ids, e) in enumerate(zip(hf_ids, encs)) if ids != e.input_ids.tolist()]
     bpe_mismatch = [
         i
-        for i, t in enumerate(texts)
-        if hasattr(model.tok, "bpe_backend")
-        and model.tok.tokenize(t) != model.hf.encode(t, add_special_tokens=False).ids
+        for i, (t, ids) in enumerate(zip(texts, hf_ids))
+        if hasattr(model.tok, "bpe_backend") and model.tok.tokenize(t) != ids
     ]
     return {"render_mismatch": render_mismatch, "token_mismatch": id_mismatch, "bpe_mismatch": bpe_mismatch}
 

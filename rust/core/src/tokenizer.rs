@@ -152,14 +152,7 @@ impl TextTokenizer {
 
     /// Encodes with `tokenizers`, whatever the backend.
     pub fn encode_with_tokenizers(&self, text: &str) -> Result<Tokens> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(format!("tokenization failed: {e}")))?;
-        Ok(Tokens {
-            ids: encoding.get_ids().to_vec(),
-            offsets: encoding.get_offsets().to_vec(),
-        })
+        encode_with(&self.inner, text)
     }
 
     /// The length in bytes of the special token that starts at `text[pos..]`, if any.
@@ -189,6 +182,17 @@ impl TextTokenizer {
             .to_string(false)
             .map_err(|e| Error::Tokenizer(format!("cannot serialize tokenizer: {e}")))
     }
+}
+
+/// `text` through `tokenizers` without BOS/EOS, as [`Tokens`].
+pub(crate) fn encode_with(tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Tokens> {
+    let encoding = tokenizer
+        .encode(text, false)
+        .map_err(|e| Error::Tokenizer(format!("tokenization failed: {e}")))?;
+    Ok(Tokens {
+        ids: encoding.get_ids().to_vec(),
+        offsets: encoding.get_offsets().to_vec(),
+    })
 }
 
 impl std::fmt::Debug for TextTokenizer {

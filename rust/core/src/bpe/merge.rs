@@ -55,7 +55,10 @@ impl MergeModel {
         let max_id = vocab.iter().map(|(_, id)| *id).max().unwrap_or(0) as usize;
         if max_id > 4 * vocab.len() + (1 << 20) {
             // ids index a table; a few far-out ids would make it huge
-            return Err(format!("vocabulary ids reach {max_id} for {} tokens", vocab.len()));
+            return Err(format!(
+                "vocabulary ids reach {max_id} for {} tokens",
+                vocab.len()
+            ));
         }
         let mut token_len = vec![0u32; max_id + 1];
         let mut by_bytes: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
@@ -124,11 +127,7 @@ impl MergeModel {
         }
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.len() >= super::MAX_ENCODERS_PER_THREAD && !cache.contains_key(&self.cache_key)
-            {
-                cache.clear(); // models that are gone leave their caches behind
-            }
-            let mine = cache.entry(self.cache_key).or_default();
+            let mine = super::per_encoder(&mut cache, self.cache_key, PieceCache::default);
             if let Some(ids) = mine.get(piece) {
                 out.extend_from_slice(ids);
                 return;

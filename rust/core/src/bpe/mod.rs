@@ -90,13 +90,9 @@ impl NativeBpe {
         let mut next = Vec::new();
         SPLIT_CACHES.with(|caches| {
             let mut caches = caches.borrow_mut();
-            // Encoders that are gone leave their caches behind; a thread rarely uses more than a few.
-            if caches.len() >= MAX_ENCODERS_PER_THREAD && !caches.contains_key(&self.id) {
-                caches.clear();
-            }
-            let caches = caches
-                .entry(self.id)
-                .or_insert_with(|| self.stages.iter().map(SplitRegex::create_caches).collect());
+            let caches = per_encoder(&mut caches, self.id, || {
+                self.stages.iter().map(SplitRegex::create_caches).collect()
+            });
             self.added.split(text, |segment| match segment {
                 Segment::Added { id, start, .. } => {
                     ids.push(id);
@@ -129,6 +125,19 @@ impl NativeBpe {
             ids,
         })
     }
+}
+
+/// Encoder `id`'s entry in a per-thread cache map, made by `make` when missing. Encoders that are
+/// gone leave their entries behind; a thread rarely uses more than a few, so a full map is emptied.
+pub(crate) fn per_encoder<V>(
+    map: &mut HashMap<usize, V>,
+    id: usize,
+    make: impl FnOnce() -> V,
+) -> &mut V {
+    if map.len() >= MAX_ENCODERS_PER_THREAD && !map.contains_key(&id) {
+        map.clear();
+    }
+    map.entry(id).or_insert_with(make)
 }
 
 /// (start, end) of each token from the start positions, widened to whole characters.

@@ -17,8 +17,6 @@
 //! cl100k pattern, whose rewrite is checked by the tests), POSIX classes, and the Perl classes
 //! `\w \d \b \h` and their negations. Line anchors `^`/`$` (Ruby syntax) become `(?m:^)`/`(?m:$)`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Anchored, Input};
 
@@ -35,13 +33,9 @@ const KNOWN_REWRITES: &[(&str, &str)] = &[(
 
 const LOOKAHEAD_BRANCH: &str = r"\s+(?!\S)";
 
-static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-
 /// One `Split(Regex, Isolated)` stage.
 #[derive(Debug)]
 pub struct SplitRegex {
-    /// Key of this regex's search caches in each thread ([`SplitCaches`]).
-    id: usize,
     /// The pattern with `\s+(?!\S)|\s+` searched as `\s+`.
     combined: Regex,
     /// Whether the pattern has the `\s+(?!\S)` branch.
@@ -89,7 +83,6 @@ impl SplitRegex {
             }
         };
         Ok(SplitRegex {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             combined,
             lookahead: lookahead_at.is_some(),
             before_lookahead,
@@ -99,7 +92,6 @@ impl SplitRegex {
     /// Search caches for this regex (one per thread: see [`SplitCaches`]).
     pub fn create_caches(&self) -> SplitCaches {
         SplitCaches {
-            id: self.id,
             combined: self.combined.create_cache(),
             before_lookahead: self.before_lookahead.as_ref().map(Regex::create_cache),
         }
@@ -116,7 +108,6 @@ impl SplitRegex {
         caches: &mut SplitCaches,
         out: &mut Vec<(usize, usize)>,
     ) {
-        debug_assert_eq!(caches.id, self.id);
         // The piece is its own haystack: `tokenizers` runs the regex on each piece separately, so
         // `\z`, `$` and the look-ahead see the piece's end.
         let piece = &hay[start..end];
@@ -195,7 +186,6 @@ impl SplitRegex {
 /// and a fresh lazy DFA has to rebuild its states.
 #[derive(Debug, Clone)]
 pub struct SplitCaches {
-    id: usize,
     combined: Cache,
     before_lookahead: Option<Cache>,
 }

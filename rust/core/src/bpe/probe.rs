@@ -5,7 +5,7 @@
 //! corpora; this catches a tokenizer that qualifies on paper but is read differently.
 
 use super::NativeBpe;
-use crate::tokenizer::Tokens;
+use crate::tokenizer::encode_with;
 
 const PROBE: &str = "Hello, world! It's  the DOG'S ball; they'LL see, we'd've gone.\n\
 \tIndented   code:\n    fn main() {\n        let x = 1234567 + 89;   \n    }\n\n\n\
@@ -28,13 +28,7 @@ pub fn check(native: &NativeBpe, tokenizer: &tokenizers::Tokenizer) -> Result<()
         // `k`): the native encoder leaves it to `tokenizers` when the tokenizer normalizes.
         text.push_str(" cafe\u{301} e\u{301}\u{302}\u{323} KELVIN \u{212a}'S");
     }
-    let reference = tokenizer
-        .encode(text.as_str(), false)
-        .map_err(|e| format!("probe: tokenizers failed: {e}"))?;
-    let reference = Tokens {
-        ids: reference.get_ids().to_vec(),
-        offsets: reference.get_offsets().to_vec(),
-    };
+    let reference = encode_with(tokenizer, &text).map_err(|e| format!("probe: {e}"))?;
     match native.encode(&text) {
         None => Err("probe: the native encoder declined NFC text".into()),
         Some(mine) if mine == reference => Ok(()),
