@@ -75,12 +75,44 @@ def mixed(n: int) -> list[dict]:
     return msgs
 
 
+def tool_calls_between(n: int) -> list[dict]:
+    """Tool rounds between two plain turns: the first and last supervised messages, on which the
+    generation prompt found in the text is checked, follow a user message; the others a tool."""
+    return tool_calls(n) + [
+        {"role": "user", "content": "Thanks."},
+        {"role": "assistant", "content": "You are welcome."},
+    ]
+
+
+# What templates print before an assistant turn, quoted in user messages: the generation prompt
+# found in the text must be the template's own, not a quote.
+HEADERS = [
+    "<|im_start|>assistant\n",
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "<|assistant|>\n",
+    "<start_of_turn>model\n",
+    "<｜Assistant｜>",
+    "[/INST]",
+    "Assistant:",
+]
+
+
+def quoting(n: int) -> list[dict]:
+    msgs = plain(n)
+    for i, m in enumerate(msgs):
+        if m["role"] == "user":
+            m["content"] += " Quote: " + HEADERS[i % len(HEADERS)]
+    return msgs
+
+
 CONVERSATIONS = {
     # at least 7 supervised messages each, so that the layout applies (LAYOUT_MIN_TARGETS)
     "plain": (plain(8), None),
     "reasoning": (reasoning(8), None),
     "tool_calls": (tool_calls(4), TOOLS),
     "mixed": (mixed(9), None),
+    "tool_calls_between": (tool_calls_between(4), TOOLS),
+    "quoting": (quoting(8), None),
 }
 
 
@@ -143,6 +175,30 @@ def test_layout_is_used_by_most_templates():
     # full + 4 layout renderings + one per further bit of the index (40 targets: bits 1..5)
     assert qwen3.encode(plain(40), start="content").renders == 1 + 4 + 5
     assert qwen3.encode(reasoning(40), start="content").renders == 1 + 4 + 5
+
+
+@pytest.mark.parametrize("conversation", ["plain", "tool_calls_between", "quoting"])
+def test_generation_prompt_is_found_in_the_text_for_most_templates(conversation):
+    """With three or more supervised messages, `start="prompt"` finds the generation prompt in the
+    text (3 renderings: it, without it, and the last message's prompt) instead of rendering one
+    prompt per message. It must apply, or the equality above proves nothing about it."""
+    msgs, tools = CONVERSATIONS[conversation]
+    used, encoded = [], 0
+    for name in R.template_names():
+        tok = tokenizer_for(name)
+        prompt = outcome(tok, msgs, tools)
+        content = outcome(tok, msgs, tools, start="content")
+        if isinstance(prompt, type) or isinstance(content, type):
+            continue
+        encoded += 1
+        if prompt.renders == content.renders + 3:
+            used.append(name)
+    print(f"generation prompt found in the text for {len(used)} of {encoded} templates")
+    assert len(used) >= 0.75 * encoded
+    for name in ["Qwen-Qwen3-0.6B.jinja", "meta-llama-Llama-3.1-8B-Instruct.jinja"]:
+        assert name in used
+    qwen3 = tokenizer_for("Qwen-Qwen3-0.6B.jinja")
+    assert qwen3.encode(reasoning(40)).renders == 1 + 4 + 5 + 3
 
 
 def test_method_is_validated():

@@ -122,7 +122,9 @@ class ChatTokenizer:
         `eot="auto"` also trains the special token that ends a turn (when only whitespace precedes
         it), a list names the end-of-turn strings, None turns it off (generation spans are extended
         only by an explicit list). `start="prompt"` trains from the end of the generation prompt
-        (where that rendering is a prefix), `"content"` from where the message's text differs.
+        (where that rendering is a prefix; from three supervised messages on, the prompt's text is
+        found in the rendering instead, checked against the rendered prompt on the first and last),
+        `"content"` from where the message's text differs.
         `boundary="split"` tokenizes the text before each span and the span separately.
         `method="auto"` finds every message's blanked rendering from four renderings when the
         template is local (checked; else per message); `"per_message"` always renders per message

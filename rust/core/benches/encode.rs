@@ -692,7 +692,8 @@ fn bench_parts<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
             for (p, bl) in convs.iter().zip(&blanks) {
                 for blank in bl {
                     let d = spans::diff(&p.text, blank);
-                    black_box(d.shifts(&p.text, blank).next());
+                    let blank = spans::Blanked::whole(&p.text, blank);
+                    black_box(d.shifts(&p.text, &blank).next());
                 }
             }
         })

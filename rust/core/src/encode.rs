@@ -4,7 +4,8 @@
 use crate::compressed::{self, Compressed};
 use crate::conversation::Conversation;
 use crate::layout;
-use crate::spans::{self, Diff};
+use crate::prompt_start;
+use crate::spans::{self, Blanked, Diff};
 use crate::template::{self, ChatTemplate, Rendered};
 use crate::tokenizer::{TextTokenizer, Tokens};
 use crate::{Error, Result};
@@ -80,6 +81,10 @@ pub enum Method {
 /// renderings and one per further bit of the index).
 const LAYOUT_MIN_TARGETS: usize = 7;
 
+/// From this many supervised messages on, the generation prompt is looked for in the text (checked
+/// on the first and last, so from three on it saves renderings).
+const HEADER_MIN_TARGETS: usize = 3;
+
 /// From this many supervised messages on, generation prompts are rendered with marked contents
 /// (one extra, mostly content-free rendering checks that this is sound).
 const COMPRESSED_MIN_TARGETS: usize = 2;
@@ -109,20 +114,30 @@ impl Layout {
         out
     }
 
-    /// The full rendering with target `j` alone blanked.
-    fn blanked(&self, full: &str, j: usize) -> String {
-        self.with_blanked(full, |i| i == j)
+    /// The full rendering with target `j` alone blanked (`None` would mean a region off char
+    /// boundaries, which `layout::place` does not produce; the caller then renders it).
+    fn blanked<'a>(&'a self, full: &'a str, j: usize) -> Option<Blanked<'a>> {
+        let (own, blank) = self.regions.get(j)?;
+        Blanked::spliced(full, own.clone(), self.blanked.get(blank.clone())?)
     }
 }
 
-/// What every message's span is found against: the full rendering and what was learnt about it.
-struct Found<'a> {
-    messages: &'a [Value],
-    /// The messages with marked contents, when the template prints contents verbatim.
-    compressed: Option<&'a Compressed>,
-    text: &'a str,
-    /// Whether a byte position of `text` starts or ends a token.
-    boundaries: &'a [bool],
+/// Where a target's own text lies: its diff against the rendering with it blanked, and the first
+/// shifts of that diff that end (and start) on token boundaries.
+struct MessageDiff {
+    raw: Diff,
+    end_on_token: Diff,
+    on_tokens: Diff,
+}
+
+/// How span starts are found.
+enum PromptEnds {
+    /// Where the message's own text starts.
+    Content,
+    /// After the generation prompt found in the text (see [`crate::prompt_start`]).
+    Header(String),
+    /// After each message's own prompt rendering (with marked contents when given).
+    Exact(Option<Compressed>),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -269,24 +284,46 @@ impl ChatTokenizer {
                 }
                 _ => None,
             };
-            let compressed = match (opts.method, opts.start) {
-                (Method::Auto, Start::Prompt) if targets.len() >= COMPRESSED_MIN_TARGETS => {
-                    self.compressed(&messages, text, tools, vars)
-                }
-                _ => None,
-            };
-            let found = Found {
-                messages: &messages,
-                compressed: compressed.as_ref(),
-                text,
-                boundaries: &boundaries,
-            };
+            // Each target's diff first: which generation-prompt rule applies is checked on them.
+            let mut diffs = Vec::with_capacity(targets.len());
             for (j, &index) in targets.iter().enumerate() {
-                let blank = layout.as_ref().map(|l| l.blanked(text, j));
-                match self.message_span(&found, index, blank, tools, vars, opts)? {
-                    Some(span) => push_span(&mut out, span, Some(index))?,
-                    None => out.skipped.push(index),
+                let blank = layout.as_ref().and_then(|l| l.blanked(text, j));
+                let diff =
+                    self.message_diff(&messages, text, index, blank, &boundaries, tools, vars)?;
+                diffs.push(diff);
+            }
+            let prompts = match opts.start {
+                Start::Content => PromptEnds::Content,
+                Start::Prompt => {
+                    self.prompt_ends(&messages, &targets, &diffs, text, tools, vars, opts.method)
                 }
+            };
+            let mut lower = 0;
+            for (&index, diff) in targets.iter().zip(&diffs) {
+                let Some(diff) = diff else {
+                    out.skipped.push(index);
+                    continue;
+                };
+                let prompt_end = match &prompts {
+                    PromptEnds::Content => None,
+                    PromptEnds::Header(g) => {
+                        prompt_start::after_generation_prompt(text, g, lower, &diff.raw)
+                    }
+                    PromptEnds::Exact(compressed) => {
+                        self.prompt_end(&messages, compressed.as_ref(), text, index, tools, vars)
+                    }
+                };
+                let chosen = match prompt_end {
+                    Some(_) => diff.end_on_token,
+                    None => diff.on_tokens,
+                };
+                let start = match prompt_end {
+                    Some(p) if p <= chosen.end => p,
+                    _ => chosen.start,
+                };
+                let end = self.extend_eot(text, chosen.end, &opts.eot);
+                push_span(&mut out, start..end, Some(index))?;
+                lower = diff.raw.end;
             }
         }
         let tokens = match opts.boundary {
@@ -381,54 +418,131 @@ impl ChatTokenizer {
         Some(layout)
     }
 
-    /// The trained byte range of message `index` in `text` (the full rendering), or `None` when the
-    /// message renders no text of its own. `blank` is the rendering with the message blanked when
-    /// the layout gave it; otherwise it is rendered here.
-    fn message_span(
+    /// Where message `index`'s own text lies in `text` (the full rendering), or `None` when it
+    /// renders no text of its own. `blank` is the rendering with the message blanked when the
+    /// layout gave it; otherwise it is rendered here.
+    #[allow(clippy::too_many_arguments)]
+    fn message_diff(
         &self,
-        found: &Found<'_>,
+        messages: &[Value],
+        text: &str,
         index: usize,
-        blank: Option<String>,
+        blank: Option<Blanked<'_>>,
+        boundaries: &[bool],
         tools: &Value,
         vars: &Vars,
-        opts: &EncodeOptions,
-    ) -> Result<Option<Range<usize>>> {
-        let (messages, text, boundaries) = (found.messages, found.text, found.boundaries);
+    ) -> Result<Option<MessageDiff>> {
+        let rendered;
         let blank = match blank {
             Some(blank) => blank,
             None => {
                 let mut blanked = messages.to_vec();
                 blanked[index] = blank_message(Value::from(""));
-                self.render_values(&blanked, tools, false, vars)
+                rendered = self
+                    .render_values(&blanked, tools, false, vars)
                     .map_err(|e| {
                         Error::Template(format!(
                             "message {index}: rendering with the message blanked failed: {e}"
                         ))
                     })?
-                    .text
+                    .text;
+                Blanked::whole(text, &rendered)
             }
         };
-        let blank = blank.as_str();
-        if blank == text {
+        if blank.is_full() {
             return Ok(None);
         }
-        let raw = spans::diff(text, blank);
-        let prompt_end = match opts.start {
-            Start::Content => None,
-            Start::Prompt => self.prompt_end(found, index, tools, vars),
+        let raw = spans::diff_blanked(text, &blank);
+        // The same change can often be cut at several places (`>` + `<` vs `<` + ...): take the
+        // first cut on token boundaries, at the end only when the prompt gives the start.
+        let mut shifts = raw.shifts(text, &blank);
+        let end_on_token = shifts.find(|d| boundaries[d.end]).unwrap_or(raw);
+        // the shifts before that one do not end on a boundary: go on from it
+        let on_tokens = if boundaries[end_on_token.start] {
+            end_on_token
+        } else {
+            shifts
+                .find(|d| boundaries[d.end] && boundaries[d.start])
+                .unwrap_or(raw)
         };
-        let on_boundary =
-            |d: &Diff| boundaries[d.end] && (prompt_end.is_some() || boundaries[d.start]);
-        let chosen = raw
-            .shifts(text, blank)
-            .find(|d| on_boundary(d))
-            .unwrap_or(raw);
-        let start = match prompt_end {
-            Some(p) if p <= chosen.end => p,
-            _ => chosen.start,
+        Ok(Some(MessageDiff {
+            raw,
+            end_on_token,
+            on_tokens,
+        }))
+    }
+
+    /// How each span's start is found with `start="prompt"`: after the generation prompt found in
+    /// the text (see [`crate::prompt_start`]) when that agrees with the exact rule on the first and
+    /// last messages, else by rendering each message's prompt.
+    #[allow(clippy::too_many_arguments)]
+    fn prompt_ends(
+        &self,
+        messages: &[Value],
+        targets: &[usize],
+        diffs: &[Option<MessageDiff>],
+        text: &str,
+        tools: &Value,
+        vars: &Vars,
+        method: Method,
+    ) -> PromptEnds {
+        let found: Vec<(usize, &Diff, usize)> = {
+            let mut lower = 0;
+            let mut out = Vec::with_capacity(diffs.len());
+            for (&index, d) in targets.iter().zip(diffs) {
+                if let Some(d) = d {
+                    out.push((index, &d.raw, lower));
+                    lower = d.raw.end;
+                }
+            }
+            out
         };
-        let end = self.extend_eot(text, chosen.end, &opts.eot);
-        Ok(Some(start..end))
+        if method == Method::Auto && found.len() >= HEADER_MIN_TARGETS {
+            if let Some(g) = self.checked_generation_prompt(messages, &found, text, tools, vars) {
+                return PromptEnds::Header(g);
+            }
+        }
+        let compressed = match method {
+            Method::Auto if targets.len() >= COMPRESSED_MIN_TARGETS => {
+                self.compressed(messages, text, tools, vars)
+            }
+            _ => None,
+        };
+        PromptEnds::Exact(compressed)
+    }
+
+    /// The generation prompt (the rendering of the first target's predecessors with it, past what
+    /// it shares with the one without), if finding it in the text gives the exact prompt end for the first and last
+    /// targets. `found` holds each target's message index, diff, and previous target's end.
+    fn checked_generation_prompt(
+        &self,
+        messages: &[Value],
+        found: &[(usize, &Diff, usize)],
+        text: &str,
+        tools: &Value,
+        vars: &Vars,
+    ) -> Option<String> {
+        let (first, last) = (found.first()?, found.last()?);
+        let render = |index: usize, prompt: bool| {
+            self.render_values(&messages[..index], tools, prompt, vars)
+                .ok()
+                .map(|r| r.text)
+        };
+        let with = render(first.0, true)?;
+        let without = render(first.0, false)?;
+        // What the prompt adds, after the text both share (Phi-3 ends the one without it with the
+        // end-of-sequence token, which the prompt replaces).
+        let shared = spans::diff(&with, &without).start;
+        let g = &with[shared..];
+        let exact = |prompt: &str| text.starts_with(prompt).then_some(prompt.len());
+        let agrees = |(_, raw, lower): &(usize, &Diff, usize), exact: Option<usize>| {
+            prompt_start::after_generation_prompt(text, g, *lower, raw) == exact
+        };
+        if !agrees(first, exact(&with)) {
+            return None;
+        }
+        let last_prompt = render(last.0, true)?;
+        agrees(last, exact(&last_prompt)).then(|| g.to_string())
     }
 
     /// The messages with marked contents, if the template prints contents verbatim (checked on the
@@ -446,26 +560,26 @@ impl ChatTokenizer {
     }
 
     /// Where the generation prompt for message `index` ends, if that rendering is a prefix of the
-    /// full one.
+    /// full one `text`; rendered with marked contents when `compressed` is given.
     fn prompt_end(
         &self,
-        found: &Found<'_>,
+        messages: &[Value],
+        compressed: Option<&Compressed>,
+        text: &str,
         index: usize,
         tools: &Value,
         vars: &Vars,
     ) -> Option<usize> {
-        if let Some(c) = found.compressed {
+        if let Some(c) = compressed {
             if let Ok(marked) = self.render_values(&c.messages[..index], tools, true, vars) {
-                return c.expanded_prefix_of(&marked.text, found.text);
+                return c.expanded_prefix_of(&marked.text, text);
             }
             // a marked rendering that fails tells nothing: render the real prompt
         }
         let prompt = self
-            .render_values(&found.messages[..index], tools, true, vars)
+            .render_values(&messages[..index], tools, true, vars)
             .ok()?;
-        found
-            .text
-            .starts_with(prompt.text.as_str())
+        text.starts_with(prompt.text.as_str())
             .then_some(prompt.text.len())
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod layout;
 pub mod model_dir;
 pub mod pack;
+pub mod prompt_start;
 pub mod spans;
 pub mod template;
 pub mod tiktoken;

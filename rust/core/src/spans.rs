@@ -3,6 +3,78 @@
 
 use std::ops::Range;
 
+/// A rendering of the conversation with one message blanked, held as the full rendering with one
+/// range replaced, so that finding each of `k` messages costs time near that message, not `k`
+/// copies of the conversation.
+#[derive(Debug, Clone, Copy)]
+pub struct Blanked<'a> {
+    full: &'a str,
+    /// The range of `full` that is replaced (on char boundaries).
+    at: (usize, usize),
+    with: &'a str,
+}
+
+impl<'a> Blanked<'a> {
+    /// `full` with `full[at]` replaced by `with`; `None` when `at` is not a range of char boundaries.
+    pub fn spliced(full: &'a str, at: Range<usize>, with: &'a str) -> Option<Self> {
+        full.get(at.clone())?;
+        Some(Blanked {
+            full,
+            at: (at.start, at.end),
+            with,
+        })
+    }
+
+    /// Any text, as `full` with all of it replaced.
+    pub fn whole(full: &'a str, blank: &'a str) -> Self {
+        Blanked {
+            full,
+            at: (0, full.len()),
+            with: blank,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.full.len() - (self.at.1 - self.at.0) + self.with.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this is the full rendering itself.
+    pub fn is_full(&self) -> bool {
+        self.full[self.at.0..self.at.1] == *self.with
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        let (s, e) = self.at;
+        if i < s {
+            self.full.as_bytes()[i]
+        } else if i < s + self.with.len() {
+            self.with.as_bytes()[i - s]
+        } else {
+            self.full.as_bytes()[i - s - self.with.len() + e]
+        }
+    }
+
+    fn is_char_boundary(&self, i: usize) -> bool {
+        // the pieces are cut on char boundaries, so this is the text's own boundary test
+        i == self.len() || (self.byte(i) as i8) >= -0x40
+    }
+
+    /// Whether `full[a..a + n]` equals this text's bytes `b..b + n`.
+    fn same(&self, full: &str, a: usize, b: usize, n: usize) -> bool {
+        (0..n).all(|i| full.as_bytes()[a + i] == self.byte(b + i))
+    }
+
+    /// Owned text, for tests and error messages.
+    pub fn to_text(&self) -> String {
+        let (s, e) = self.at;
+        [&self.full[..s], self.with, &self.full[e..]].concat()
+    }
+}
+
 /// The region of `full` that differs from `blank`: `full = A + D + B`, `blank = A + D' + B` with
 /// `A` the longest common prefix and `B` the longest common suffix that does not overlap it.
 /// Positions are byte offsets on char boundaries.
@@ -17,38 +89,46 @@ pub struct Diff {
 }
 
 pub fn diff(full: &str, blank: &str) -> Diff {
-    let (a, b) = (full.as_bytes(), blank.as_bytes());
-    let mut start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    diff_blanked(full, &Blanked::whole(full, blank))
+}
+
+/// [`diff`] against a blanked rendering of `full`: the text outside the replaced range is known to
+/// be common, so only the bytes next to it are compared.
+pub fn diff_blanked(full: &str, blank: &Blanked<'_>) -> Diff {
+    debug_assert!(std::ptr::eq(full, blank.full));
+    let a = full.as_bytes();
+    let (la, lb) = (a.len(), blank.len());
+    let mut start = blank.at.0;
+    while start < la.min(lb) && a[start] == blank.byte(start) {
+        start += 1;
+    }
     while !full.is_char_boundary(start) {
         start -= 1;
     }
-    let max_suffix = a.len().min(b.len()) - start;
-    let mut suffix = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take(max_suffix)
-        .take_while(|(x, y)| x == y)
-        .count();
-    while !full.is_char_boundary(a.len() - suffix) || !blank.is_char_boundary(b.len() - suffix) {
+    let max_suffix = la.min(lb) - start;
+    let mut suffix = (la - blank.at.1).min(max_suffix);
+    while suffix < max_suffix && a[la - 1 - suffix] == blank.byte(lb - 1 - suffix) {
+        suffix += 1;
+    }
+    while !full.is_char_boundary(la - suffix) || !blank.is_char_boundary(lb - suffix) {
         suffix -= 1;
     }
     Diff {
         start,
-        end: a.len() - suffix,
-        blank_end: b.len() - suffix,
+        end: la - suffix,
+        blank_end: lb - suffix,
     }
 }
 
 impl Diff {
     /// The same diff moved `k` bytes to the left, if the two texts stay consistent with it: the
     /// common suffix then gains the `k` bytes before each end, so those must be equal.
-    pub fn shifted_left(&self, full: &str, blank: &str, k: usize) -> Option<Diff> {
+    pub fn shifted_left(&self, full: &str, blank: &Blanked<'_>, k: usize) -> Option<Diff> {
         if k > self.start || k > self.blank_end {
             return None;
         }
         let (end, blank_end) = (self.end - k, self.blank_end - k);
-        let same = full.as_bytes()[end..self.end] == blank.as_bytes()[blank_end..self.blank_end];
+        let same = blank.same(full, end, blank_end, k);
         let on_chars = full.is_char_boundary(end) && full.is_char_boundary(self.start - k);
         (same && on_chars).then_some(Diff {
             start: self.start - k,
@@ -58,21 +138,20 @@ impl Diff {
     }
 
     /// All valid left shifts, smallest first (validity only shrinks as `k` grows).
-    pub fn shifts<'a>(&self, full: &'a str, blank: &'a str) -> impl Iterator<Item = Diff> + 'a {
+    pub fn shifts<'a>(
+        &self,
+        full: &'a str,
+        blank: &'a Blanked<'a>,
+    ) -> impl Iterator<Item = Diff> + 'a {
         let base = *self;
         let mut k = 0usize;
-        let mut done = false;
         std::iter::from_fn(move || loop {
-            if done {
-                return None;
-            }
             if k > base.start || k > base.blank_end {
-                done = true;
                 return None;
             }
-            let (end, blank_end) = (base.end - k, base.blank_end - k);
-            if full.as_bytes()[end..base.end] != blank.as_bytes()[blank_end..base.blank_end] {
-                done = true;
+            // the k bytes before both ends must agree; the byte just added decides
+            if k > 0 && full.as_bytes()[base.end - k] != blank.byte(base.blank_end - k) {
+                k = usize::MAX;
                 return None;
             }
             let current = k;
@@ -160,12 +239,51 @@ mod tests {
         let blank = "A\n<|im_end|>\n";
         let d = diff(full, blank);
         assert_eq!(&full[d.start..d.end], "tool_call>x</tool_call><");
-        let shifts: Vec<Diff> = d.shifts(full, blank).collect();
+        let blank = Blanked::whole(full, blank);
+        let shifts: Vec<Diff> = d.shifts(full, &blank).collect();
         assert_eq!(
             &full[shifts[1].start..shifts[1].end],
             "<tool_call>x</tool_call>"
         );
         assert_eq!(shifts.len(), 2);
+    }
+
+    #[test]
+    fn spliced_blank_diffs_like_the_materialized_text() {
+        // every splice of a few short texts with repeats, multi-byte chars and empty pieces
+        let fulls = [
+            "<a>xyx</a><a>xy</a>",
+            "ééaé<é>é",
+            "aaaa",
+            "",
+            "<t>\n\n</t>\n",
+        ];
+        let withs = ["", "x", "é", "</a>", "\n\n", "aa"];
+        let mut checked = 0;
+        for full in fulls {
+            let cuts: Vec<usize> = (0..=full.len())
+                .filter(|&i| full.is_char_boundary(i))
+                .collect();
+            for (i, &s) in cuts.iter().enumerate() {
+                for &e in &cuts[i..] {
+                    for with in withs {
+                        let blank = Blanked::spliced(full, s..e, with).unwrap();
+                        let text = blank.to_text();
+                        assert_eq!(blank.len(), text.len());
+                        assert_eq!(blank.is_full(), text == full);
+                        let d = diff_blanked(full, &blank);
+                        assert_eq!(d, diff(full, &text), "{full:?} {s}..{e} {with:?}");
+                        let whole = Blanked::whole(full, &text);
+                        let a: Vec<Diff> = d.shifts(full, &blank).collect();
+                        let b: Vec<Diff> = d.shifts(full, &whole).collect();
+                        assert_eq!(a, b);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500);
+        assert!(Blanked::spliced("é", 0..1, "").is_none());
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! Where a span starts with `start="prompt"`: after the generation prompt, found in the rendering
+//! instead of rendered once per message.
+//!
+//! The exact rule renders `messages[:i]` with the generation prompt for every supervised message
+//! `i` and, when that text is a prefix of the full rendering, starts the span at its end. Those
+//! renderings sum to half the conversation per message: quadratic in turns. But a template's
+//! generation prompt `G` (what `add_generation_prompt` appends, `<|im_start|>assistant\n` for
+//! Qwen) is the header it prints before every assistant message, so the exact prompt ends where the
+//! last `G` before the message's own text ends. The caller finds `G` once, checks this rule against
+//! the exact one on the first and last supervised messages (templates treat those specially when
+//! they treat any specially), and renders per message when either disagrees.
+
+use crate::spans::Diff;
+
+/// Where the generation prompt `g` ends before a message whose text is `raw` (its diff against the
+/// rendering with it blanked): the end of the last occurrence of `g` in `text` that starts at or
+/// after `lower` (the previous message's end) and at or before the message's text, and ends within
+/// it. `None` when there is none.
+pub fn after_generation_prompt(text: &str, g: &str, lower: usize, raw: &Diff) -> Option<usize> {
+    if g.is_empty() || lower > raw.start {
+        return None;
+    }
+    // every occurrence starting by `raw.start` and ending by `raw.end` lies in this window
+    let mut end = (raw.start + g.len()).min(raw.end);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let at = text.get(lower..end)?.rfind(g)?;
+    Some(lower + at + g.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(start: usize, end: usize) -> Diff {
+        Diff {
+            start,
+            end,
+            blank_end: start,
+        }
+    }
+
+    #[test]
+    fn the_last_header_before_the_message() {
+        let g = "<a>\n";
+        let text = "<u>hi</u><a>\nhello</a><u>x</u><a>\n<think></think>yes</a>";
+        let first = text.find("hello").unwrap();
+        let second = text.find("<think>").unwrap();
+        let end2 = text.rfind("</a>").unwrap();
+        assert_eq!(
+            after_generation_prompt(text, g, 0, &raw(first, first + 5)),
+            Some(first)
+        );
+        // the think block the template prints is trained: the header ends before it
+        assert_eq!(
+            after_generation_prompt(text, g, first + 5, &raw(second + 7, end2)),
+            Some(second)
+        );
+        // not before the previous message's end
+        assert_eq!(
+            after_generation_prompt(text, g, second, &raw(second + 7, end2)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_header_inside_the_message_text_does_not_count() {
+        let g = "<a>";
+        let text = "<a>say <a> twice</a>";
+        let d = raw(3, 16);
+        assert_eq!(after_generation_prompt(text, g, 0, &d), Some(3));
+        // ... but one ending inside it does, when it starts before it
+        let text = "<a>x";
+        assert_eq!(
+            after_generation_prompt(text, "<a>x", 0, &raw(3, 4)),
+            Some(4)
+        );
+        assert_eq!(after_generation_prompt(text, "", 0, &raw(3, 4)), None);
+        let multibyte = "é<a>é";
+        assert_eq!(
+            after_generation_prompt(multibyte, "<a>é", 0, &raw(5, 7)),
+            Some(7)
+        );
+    }
+}
