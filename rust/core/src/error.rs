@@ -19,6 +19,34 @@ pub enum Error {
     /// An argument is out of range or inconsistent.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A bug in turnpack: a panic, caught before it reaches the caller.
+    #[error("internal error (a bug in turnpack, please report it): {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs `f`, turning a panic into [`Error::Internal`] so that one bad sample costs an error, not
+/// the process (or a Python `PanicException`).
+pub fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(Error::Internal(message))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let r: Result<()> = guarded(|| panic!("index {} out of range", 3));
+        assert_eq!(r, Err(Error::Internal("index 3 out of range".into())));
+        assert_eq!(guarded(|| Ok(1)), Ok(1));
+    }
+}

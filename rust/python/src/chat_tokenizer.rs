@@ -10,8 +10,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
-use rayon::prelude::*;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use turnpack_core::conversation::Conversation;
 use turnpack_core::encode::{
     self, Boundary, EncodeOptions, Encoded, Eot, Method, SpanSource, Start, Supervise, Vars,
@@ -266,7 +266,13 @@ impl PyChatTokenizer {
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
         let encoded = py
-            .detach(|| self.inner.encode(&conv, &tools, &vars, &opts))
+            .detach(|| {
+                turnpack_core::error::guarded(|| {
+                    self.inner
+                        .encode(&conv, &tools, &vars, &opts)
+                        .map(ForPython::new)
+                })
+            })
             .map_err(to_py)?;
         Ok(PyEncoding::new(py, encoded))
     }
@@ -302,52 +308,63 @@ impl PyChatTokenizer {
         let opts = parse_options(supervise, eot, start, spans, boundary, method)?;
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
-        // Each item is a conversation (list of messages) or a dict with "messages" and optional "tools".
-        let mut inputs: Vec<Result<(Conversation, Option<minijinja::Value>), PyErr>> = Vec::new();
-        for item in conversations.try_iter()? {
-            let item = item?;
-            inputs.push((|| {
-                if let Ok(d) = item.cast::<PyDict>() {
-                    let messages = d.get_item("messages")?.ok_or_else(|| {
-                        crate::errors::ConversationError::new_err(
-                            "a sample dict needs a 'messages' key",
-                        )
-                    })?;
-                    let row_tools = d.get_item("tools")?.filter(|t| !t.is_none());
-                    Ok((
-                        conversation(&messages)?,
-                        row_tools.map(|t| tools_value(Some(&t))).transpose()?,
-                    ))
-                } else {
-                    Ok((conversation(&item)?, None))
-                }
-            })());
-        }
         let threads = num_threads.unwrap_or_else(parallel::default_threads).max(1);
         let pool = parallel::pool(threads).map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
-        let tok = &self.inner;
-        let results: Vec<Option<Result<Encoded, Error>>> = py.detach(|| {
-            pool.install(|| {
-                inputs
-                    .par_iter()
-                    .map(|input| {
-                        input.as_ref().ok().map(|(conv, row_tools)| {
-                            tok.encode(conv, row_tools.as_ref().unwrap_or(&tools), &vars, &opts)
-                        })
-                    })
-                    .collect()
-            })
+        let (tok, tools, vars, opts) = (&self.inner, &tools, &vars, &opts);
+        // The workers encode while this thread, which holds the GIL, reads the next samples from
+        // Python: reading them is a tenth of the work, and done first it would not be parallel.
+        let (tx, rx) = mpsc::channel::<(usize, Result<ForPython, Error>)>();
+        let mut slots: Vec<Option<PyResult<ForPython>>> = Vec::new();
+        let read: PyResult<()> = pool.in_place_scope(|scope| {
+            let mut spawned = 0;
+            let mut read = Ok(());
+            for (i, item) in conversations.try_iter()?.enumerate() {
+                let item = match item {
+                    Ok(item) => item,
+                    Err(e) => {
+                        read = Err(e);
+                        break;
+                    }
+                };
+                slots.push(None);
+                match sample(&item) {
+                    Ok((conv, row_tools)) => {
+                        let tx = tx.clone();
+                        scope.spawn(move |_| {
+                            let tools = row_tools.as_ref().unwrap_or(tools);
+                            let encoded = turnpack_core::error::guarded(|| {
+                                tok.encode(&conv, tools, vars, opts).map(ForPython::new)
+                            });
+                            // the receiver outlives the scope: sending cannot fail
+                            let _ = tx.send((i, encoded));
+                        });
+                        spawned += 1;
+                    }
+                    Err(e) => slots[i] = Some(Err(with_sample(py, e, i))),
+                }
+            }
+            // Without the GIL while the last samples are encoded. (Dropping our sender first means
+            // a worker that somehow never sent ends the wait instead of hanging it.)
+            drop(tx);
+            let done: Vec<(usize, Result<ForPython, Error>)> =
+                py.detach(move || rx.iter().take(spawned).collect());
+            for (i, result) in done {
+                slots[i] = Some(result.map_err(|e| to_py_with_context(e, Some(i))));
+            }
+            read
         });
+        read?;
         let out = PyList::empty(py);
-        for (i, (input, result)) in inputs.into_iter().zip(results).enumerate() {
-            let err = match (input, result) {
-                (Err(e), _) => with_sample(py, e, i),
-                (Ok(_), Some(Ok(enc))) => {
-                    out.append(Py::new(py, PyEncoding::new(py, enc))?)?;
+        for (i, slot) in slots.into_iter().enumerate() {
+            let err = match slot {
+                Some(Ok(done)) => {
+                    out.append(Py::new(py, PyEncoding::new(py, done))?)?;
                     continue;
                 }
-                (Ok(_), Some(Err(e))) => to_py_with_context(e, Some(i)),
-                (Ok(_), None) => unreachable!("every parsed input is encoded"),
+                Some(Err(err)) => err,
+                None => pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "sample {i}: its worker thread stopped without a result"
+                )),
             };
             if skip {
                 out.append(err.value(py))?;
@@ -472,6 +489,23 @@ fn backend_name(backend: Backend) -> &'static str {
 }
 
 /// Prefixes a Python exception's message with the sample index, keeping its type.
+/// One `encode_batch` item: a conversation (list of messages) or a dict with "messages" and
+/// optional "tools".
+fn sample(item: &Bound<'_, PyAny>) -> PyResult<(Conversation, Option<minijinja::Value>)> {
+    if let Ok(d) = item.cast::<PyDict>() {
+        let messages = d.get_item("messages")?.ok_or_else(|| {
+            crate::errors::ConversationError::new_err("a sample dict needs a 'messages' key")
+        })?;
+        let row_tools = d.get_item("tools")?.filter(|t| !t.is_none());
+        Ok((
+            conversation(&messages)?,
+            row_tools.map(|t| tools_value(Some(&t))).transpose()?,
+        ))
+    } else {
+        Ok((conversation(item)?, None))
+    }
+}
+
 fn with_sample(py: Python<'_>, err: PyErr, index: usize) -> PyErr {
     let message = format!("sample {index}: {}", err.value(py));
     match err.get_type(py).call1((message,)) {
@@ -533,8 +567,19 @@ pub struct PyEncoding {
     len: usize,
 }
 
-impl PyEncoding {
-    fn new(py: Python<'_>, enc: Encoded) -> Self {
+/// An encoding converted for Python (character offsets, `i32` ids) without the GIL, so that
+/// `encode_batch`'s workers do it in parallel; only wrapping the buffers needs the GIL.
+pub(crate) struct ForPython {
+    ids: Vec<i32>,
+    mask: Vec<bool>,
+    offsets: Array2<i32>,
+    spans: Vec<(usize, usize)>,
+    enc: Encoded,
+    num_trained: usize,
+}
+
+impl ForPython {
+    pub(crate) fn new(mut enc: Encoded) -> Self {
         let chars = turnpack_core::spans::CharIndex::new(&enc.text);
         let n = enc.ids.len();
         let num_trained = enc.mask.iter().filter(|&&m| m).count();
@@ -543,28 +588,35 @@ impl PyEncoding {
             .iter()
             .flat_map(|&(a, b)| [chars.char_of(a) as i32, chars.char_of(b) as i32])
             .collect();
-        let offsets = Array2::from_shape_vec((n, 2), flat).expect("two offsets per token");
-        PyEncoding {
-            input_ids: enc
-                .ids
-                .iter()
-                .map(|&i| i as i32)
-                .collect::<Vec<_>>()
-                .into_pyarray(py)
-                .unbind(),
-            mask: enc.mask.into_pyarray(py).unbind(),
-            offsets: offsets.into_pyarray(py).unbind(),
+        ForPython {
+            ids: enc.ids.iter().map(|&i| i as i32).collect(),
+            mask: std::mem::take(&mut enc.mask),
+            offsets: Array2::from_shape_vec((n, 2), flat).expect("two offsets per token"),
             spans: enc
                 .spans
                 .iter()
                 .map(|s| (chars.char_of(s.start), chars.char_of(s.end)))
                 .collect(),
-            span_messages: enc.span_messages,
-            skipped: enc.skipped,
-            text: enc.text,
             num_trained,
-            renders: enc.renders,
-            len: n,
+            enc,
+        }
+    }
+}
+
+impl PyEncoding {
+    fn new(py: Python<'_>, p: ForPython) -> Self {
+        let len = p.ids.len();
+        PyEncoding {
+            input_ids: p.ids.into_pyarray(py).unbind(),
+            mask: p.mask.into_pyarray(py).unbind(),
+            offsets: p.offsets.into_pyarray(py).unbind(),
+            spans: p.spans,
+            span_messages: p.enc.span_messages,
+            skipped: p.enc.skipped,
+            text: p.enc.text,
+            num_trained: p.num_trained,
+            renders: p.enc.renders,
+            len,
         }
     }
 }

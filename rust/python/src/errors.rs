@@ -1,7 +1,7 @@
 //! Typed Python exceptions for core errors.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use turnpack_core::Error;
 
@@ -43,6 +43,7 @@ pub fn to_py_with_context(err: Error, sample: Option<usize>) -> PyErr {
         Error::Tokenizer(m) => TokenizerError::new_err(format!("{prefix}{m}")),
         Error::Io(m) => PyOSError::new_err(format!("{prefix}{m}")),
         Error::InvalidArgument(m) => PyValueError::new_err(format!("{prefix}{m}")),
+        e @ Error::Internal(_) => PyRuntimeError::new_err(format!("{prefix}{e}")),
     }
 }
 
