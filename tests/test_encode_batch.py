@@ -80,6 +80,32 @@ def test_on_error_skip_returns_errors_in_place():
         tok.encode_batch([good], on_error="ignore")
 
 
+@pytest.mark.parametrize("num_threads", [1, 3])
+def test_samples_read_while_others_encode_keep_their_places(num_threads):
+    """The calling thread reads samples (from any iterable) while workers encode earlier ones: results
+    and errors must still come back in input order, and an iterable that raises must raise."""
+    tok, _ = model_tokenizers("qwen3")
+    good = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    bad_role = [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}]
+    rows = [good if i % 3 else bad_role for i in range(30)]
+    out = tok.encode_batch(iter(rows), num_threads=num_threads, on_error="skip")
+    assert len(out) == len(rows)
+    for i, got in enumerate(out):
+        if i % 3:
+            assert_same(tok.encode(good), got, f"sample {i}")
+        else:
+            assert isinstance(got, turnpack.ConversationError) and f"sample {i}:" in str(got)
+
+    def broken_source():
+        yield good
+        yield good
+        raise KeyError("the source broke")
+
+    with pytest.raises(KeyError, match="the source broke"):
+        tok.encode_batch(broken_source(), num_threads=num_threads)
+    assert tok.encode_batch([], num_threads=num_threads) == []
+
+
 FORK_SCRIPT = textwrap.dedent(
     """
     import multiprocessing as mp

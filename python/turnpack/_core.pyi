@@ -145,9 +145,9 @@ class ChatTokenizer:
         **template_kwargs: Any,
     ) -> list[Encoding | TurnpackError]:
         """`encode` on many conversations in parallel in Rust with the GIL released. Items are message
-        lists or dicts with "messages" and optional per-row "tools". `num_threads` worker threads
-        encode (default $TURNPACK_NUM_THREADS or all cores) while the calling thread reads the next
-        items from Python. With `on_error="skip"` a failed sample's exception (naming `sample i`)
+        lists or dicts with "messages" and optional per-row "tools". `num_threads` threads in all
+        (default $TURNPACK_NUM_THREADS or all cores): the calling thread reads the items from Python
+        while the others encode them, then joins them. With `on_error="skip"` a failed sample's exception (naming `sample i`)
         takes its place in the result; with "raise" the first one is raised. A bug in turnpack (a
         Rust panic) comes back as that sample's `RuntimeError`, never as a crash."""
     @overload

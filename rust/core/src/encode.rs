@@ -130,6 +130,14 @@ struct MessageDiff {
     on_tokens: Diff,
 }
 
+/// A target that renders text of its own: its message index, its diff, and where the previous
+/// such target's text ends (its header lies after that).
+struct Located {
+    index: usize,
+    diff: MessageDiff,
+    after: usize,
+}
+
 /// How span starts are found.
 enum PromptEnds {
     /// Where the message's own text starts.
@@ -285,45 +293,46 @@ impl ChatTokenizer {
                 _ => None,
             };
             // Each target's diff first: which generation-prompt rule applies is checked on them.
-            let mut diffs = Vec::with_capacity(targets.len());
+            let mut located = Vec::with_capacity(targets.len());
+            let mut after = 0;
             for (j, &index) in targets.iter().enumerate() {
                 let blank = layout.as_ref().and_then(|l| l.blanked(text, j));
-                let diff =
-                    self.message_diff(&messages, text, index, blank, &boundaries, tools, vars)?;
-                diffs.push(diff);
+                match self.message_diff(&messages, text, index, blank, &boundaries, tools, vars)? {
+                    Some(diff) => {
+                        let end = diff.raw.end;
+                        located.push(Located { index, diff, after });
+                        after = end;
+                    }
+                    None => out.skipped.push(index),
+                }
             }
             let prompts = match opts.start {
                 Start::Content => PromptEnds::Content,
                 Start::Prompt => {
-                    self.prompt_ends(&messages, &targets, &diffs, text, tools, vars, opts.method)
+                    let n = targets.len();
+                    self.prompt_ends(&messages, n, &located, text, tools, vars, opts.method)
                 }
             };
-            let mut lower = 0;
-            for (&index, diff) in targets.iter().zip(&diffs) {
-                let Some(diff) = diff else {
-                    out.skipped.push(index);
-                    continue;
-                };
+            for t in &located {
                 let prompt_end = match &prompts {
                     PromptEnds::Content => None,
                     PromptEnds::Header(g) => {
-                        prompt_start::after_generation_prompt(text, g, lower, &diff.raw)
+                        prompt_start::after_generation_prompt(text, g, t.after, &t.diff.raw)
                     }
                     PromptEnds::Exact(compressed) => {
-                        self.prompt_end(&messages, compressed.as_ref(), text, index, tools, vars)
+                        self.prompt_end(&messages, compressed.as_ref(), text, t.index, tools, vars)
                     }
                 };
                 let chosen = match prompt_end {
-                    Some(_) => diff.end_on_token,
-                    None => diff.on_tokens,
+                    Some(_) => t.diff.end_on_token,
+                    None => t.diff.on_tokens,
                 };
                 let start = match prompt_end {
                     Some(p) if p <= chosen.end => p,
                     _ => chosen.start,
                 };
                 let end = self.extend_eot(text, chosen.end, &opts.eot);
-                push_span(&mut out, start..end, Some(index))?;
-                lower = diff.raw.end;
+                push_span(&mut out, start..end, Some(t.index))?;
             }
         }
         let tokens = match opts.boundary {
@@ -479,31 +488,20 @@ impl ChatTokenizer {
     fn prompt_ends(
         &self,
         messages: &[Value],
-        targets: &[usize],
-        diffs: &[Option<MessageDiff>],
+        targets: usize,
+        located: &[Located],
         text: &str,
         tools: &Value,
         vars: &Vars,
         method: Method,
     ) -> PromptEnds {
-        let found: Vec<(usize, &Diff, usize)> = {
-            let mut lower = 0;
-            let mut out = Vec::with_capacity(diffs.len());
-            for (&index, d) in targets.iter().zip(diffs) {
-                if let Some(d) = d {
-                    out.push((index, &d.raw, lower));
-                    lower = d.raw.end;
-                }
-            }
-            out
-        };
-        if method == Method::Auto && found.len() >= HEADER_MIN_TARGETS {
-            if let Some(g) = self.checked_generation_prompt(messages, &found, text, tools, vars) {
+        if method == Method::Auto && located.len() >= HEADER_MIN_TARGETS {
+            if let Some(g) = self.checked_generation_prompt(messages, located, text, tools, vars) {
                 return PromptEnds::Header(g);
             }
         }
         let compressed = match method {
-            Method::Auto if targets.len() >= COMPRESSED_MIN_TARGETS => {
+            Method::Auto if targets >= COMPRESSED_MIN_TARGETS => {
                 self.compressed(messages, text, tools, vars)
             }
             _ => None,
@@ -512,36 +510,36 @@ impl ChatTokenizer {
     }
 
     /// The generation prompt (the rendering of the first target's predecessors with it, past what
-    /// it shares with the one without), if finding it in the text gives the exact prompt end for the first and last
-    /// targets. `found` holds each target's message index, diff, and previous target's end.
+    /// it shares with the one without), if finding it in the text gives the exact prompt end for
+    /// the first and last targets.
     fn checked_generation_prompt(
         &self,
         messages: &[Value],
-        found: &[(usize, &Diff, usize)],
+        located: &[Located],
         text: &str,
         tools: &Value,
         vars: &Vars,
     ) -> Option<String> {
-        let (first, last) = (found.first()?, found.last()?);
+        let (first, last) = (located.first()?, located.last()?);
         let render = |index: usize, prompt: bool| {
             self.render_values(&messages[..index], tools, prompt, vars)
                 .ok()
                 .map(|r| r.text)
         };
-        let with = render(first.0, true)?;
-        let without = render(first.0, false)?;
+        let with = render(first.index, true)?;
+        let without = render(first.index, false)?;
         // What the prompt adds, after the text both share (Phi-3 ends the one without it with the
         // end-of-sequence token, which the prompt replaces).
         let shared = spans::diff(&with, &without).start;
         let g = &with[shared..];
         let exact = |prompt: &str| text.starts_with(prompt).then_some(prompt.len());
-        let agrees = |(_, raw, lower): &(usize, &Diff, usize), exact: Option<usize>| {
-            prompt_start::after_generation_prompt(text, g, *lower, raw) == exact
+        let agrees = |t: &Located, exact: Option<usize>| {
+            prompt_start::after_generation_prompt(text, g, t.after, &t.diff.raw) == exact
         };
         if !agrees(first, exact(&with)) {
             return None;
         }
-        let last_prompt = render(last.0, true)?;
+        let last_prompt = render(last.index, true)?;
         agrees(last, exact(&last_prompt)).then(|| g.to_string())
     }
 

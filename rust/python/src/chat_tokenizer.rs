@@ -10,8 +10,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
+use serde_json::Value as Json;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use turnpack_core::conversation::Conversation;
 use turnpack_core::encode::{
     self, Boundary, EncodeOptions, Encoded, Eot, Method, SpanSource, Start, Supervise, Vars,
@@ -309,14 +310,39 @@ impl PyChatTokenizer {
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
         let threads = num_threads.unwrap_or_else(parallel::default_threads).max(1);
-        let pool = parallel::pool(threads).map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
+        // `threads` threads in all: this one (it holds the GIL) reads the samples from Python while
+        // `threads - 1` pool workers encode them, then joins the workers. Reading them is a tenth of
+        // the work; done first, alone, it would not be parallel.
+        let workers = threads - 1;
+        let pool = match workers {
+            0 => None,
+            n => Some(parallel::pool(n).map_err(pyo3::exceptions::PyRuntimeError::new_err)?),
+        };
         let (tok, tools, vars, opts) = (&self.inner, &tools, &vars, &opts);
-        // The workers encode while this thread, which holds the GIL, reads the next samples from
-        // Python: reading them is a tenth of the work, and done first it would not be parallel.
-        let (tx, rx) = mpsc::channel::<(usize, Result<ForPython, Error>)>();
+        type Job = (usize, Json, Option<Json>);
+        type Done = (usize, Result<ForPython, Error>);
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Mutex::new(job_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        // Encodes queued samples until the queue is closed and empty.
+        let drain = |done: mpsc::Sender<Done>| loop {
+            let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok((i, messages, row_tools)) = job else {
+                break;
+            };
+            let encoded = turnpack_core::error::guarded(|| {
+                let conv = Conversation::from_json(&messages)?;
+                let row_tools = row_tools.as_ref().map(from_json);
+                let tools = row_tools.as_ref().unwrap_or(tools);
+                tok.encode(&conv, tools, vars, opts).map(ForPython::new)
+            });
+            // the receiver outlives every sender: sending cannot fail
+            let _ = done.send((i, encoded));
+        };
         let mut slots: Vec<Option<PyResult<ForPython>>> = Vec::new();
-        let read: PyResult<()> = pool.in_place_scope(|scope| {
-            let mut spawned = 0;
+        let worker_senders: Vec<_> = (0..workers).map(|_| done_tx.clone()).collect();
+        let read_and_encode = || -> PyResult<()> {
+            let mut queued = 0;
             let mut read = Ok(());
             for (i, item) in conversations.try_iter()?.enumerate() {
                 let item = match item {
@@ -328,31 +354,34 @@ impl PyChatTokenizer {
                 };
                 slots.push(None);
                 match sample(&item) {
-                    Ok((conv, row_tools)) => {
-                        let tx = tx.clone();
-                        scope.spawn(move |_| {
-                            let tools = row_tools.as_ref().unwrap_or(tools);
-                            let encoded = turnpack_core::error::guarded(|| {
-                                tok.encode(&conv, tools, vars, opts).map(ForPython::new)
-                            });
-                            // the receiver outlives the scope: sending cannot fail
-                            let _ = tx.send((i, encoded));
-                        });
-                        spawned += 1;
+                    Ok((messages, row_tools)) => {
+                        // the receiver lives until the end of this function: sending cannot fail
+                        let _ = job_tx.send((i, messages, row_tools));
+                        queued += 1;
                     }
                     Err(e) => slots[i] = Some(Err(with_sample(py, e, i))),
                 }
             }
-            // Without the GIL while the last samples are encoded. (Dropping our sender first means
-            // a worker that somehow never sent ends the wait instead of hanging it.)
-            drop(tx);
-            let done: Vec<(usize, Result<ForPython, Error>)> =
-                py.detach(move || rx.iter().take(spawned).collect());
+            drop(job_tx);
+            let done: Vec<Done> = py.detach(move || {
+                drain(done_tx);
+                // a worker that somehow stopped without sending drops its sender: no hang
+                done_rx.iter().take(queued).collect()
+            });
             for (i, result) in done {
                 slots[i] = Some(result.map_err(|e| to_py_with_context(e, Some(i))));
             }
             read
-        });
+        };
+        let read = match &pool {
+            Some(pool) => pool.in_place_scope(|scope| {
+                for done in worker_senders {
+                    scope.spawn(move |_| drain(done));
+                }
+                read_and_encode()
+            }),
+            None => read_and_encode(),
+        };
         read?;
         let out = PyList::empty(py);
         for (i, slot) in slots.into_iter().enumerate() {
@@ -488,24 +517,26 @@ fn backend_name(backend: Backend) -> &'static str {
     }
 }
 
-/// Prefixes a Python exception's message with the sample index, keeping its type.
-/// One `encode_batch` item: a conversation (list of messages) or a dict with "messages" and
-/// optional "tools".
-fn sample(item: &Bound<'_, PyAny>) -> PyResult<(Conversation, Option<minijinja::Value>)> {
+/// One `encode_batch` item, read from Python: a conversation (list of messages) or a dict with
+/// "messages" and optional "tools". Checking it is left to the worker that encodes it.
+fn sample(item: &Bound<'_, PyAny>) -> PyResult<(Json, Option<Json>)> {
     if let Ok(d) = item.cast::<PyDict>() {
         let messages = d.get_item("messages")?.ok_or_else(|| {
             crate::errors::ConversationError::new_err("a sample dict needs a 'messages' key")
         })?;
         let row_tools = d.get_item("tools")?.filter(|t| !t.is_none());
         Ok((
-            conversation(&messages)?,
-            row_tools.map(|t| tools_value(Some(&t))).transpose()?,
+            to_json(&messages, &mut "messages".to_string())?,
+            row_tools
+                .map(|t| to_json(&t, &mut "tools".to_string()))
+                .transpose()?,
         ))
     } else {
-        Ok((conversation(item)?, None))
+        Ok((to_json(item, &mut "messages".to_string())?, None))
     }
 }
 
+/// Prefixes a Python exception's message with the sample index, keeping its type.
 fn with_sample(py: Python<'_>, err: PyErr, index: usize) -> PyErr {
     let message = format!("sample {index}: {}", err.value(py));
     match err.get_type(py).call1((message,)) {
