@@ -97,18 +97,27 @@ pub fn diff(full: &str, blank: &str) -> Diff {
 pub fn diff_blanked(full: &str, blank: &Blanked<'_>) -> Diff {
     debug_assert!(std::ptr::eq(full, blank.full));
     let a = full.as_bytes();
+    let (s, e) = blank.at;
+    let w = blank.with.as_bytes();
     let (la, lb) = (a.len(), blank.len());
-    let mut start = blank.at.0;
-    while start < la.min(lb) && a[start] == blank.byte(start) {
-        start += 1;
+    // From the front the blank reads a[..s] (shared), `with`, then a[e..].
+    let mut start = s + common_prefix(&a[s..], w);
+    if start == s + w.len() {
+        start += common_prefix(&a[start..], &a[e..]);
     }
     while !full.is_char_boundary(start) {
         start -= 1;
     }
+    // From the back it reads a[e..] (shared), `with`, then a[..s]; the suffix may not overlap the
+    // prefix in either text.
     let max_suffix = la.min(lb) - start;
-    let mut suffix = (la - blank.at.1).min(max_suffix);
-    while suffix < max_suffix && a[la - 1 - suffix] == blank.byte(lb - 1 - suffix) {
-        suffix += 1;
+    let mut suffix = (la - e).min(max_suffix);
+    if suffix == la - e {
+        let k = common_suffix(&a[..e], w).min(max_suffix - suffix);
+        suffix += k;
+        if k == w.len() {
+            suffix += common_suffix(&a[..e - w.len()], &a[..s]).min(max_suffix - suffix);
+        }
     }
     while !full.is_char_boundary(la - suffix) || !blank.is_char_boundary(lb - suffix) {
         suffix -= 1;
@@ -118,6 +127,35 @@ pub fn diff_blanked(full: &str, blank: &Blanked<'_>) -> Diff {
         end: la - suffix,
         blank_end: lb - suffix,
     }
+}
+
+/// Length of the common prefix of `x` and `y`, a block at a time (memcmp) before the last bytes.
+fn common_prefix(x: &[u8], y: &[u8]) -> usize {
+    const BLOCK: usize = 32;
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + BLOCK <= n && x[i..i + BLOCK] == y[i..i + BLOCK] {
+        i += BLOCK;
+    }
+    while i < n && x[i] == y[i] {
+        i += 1;
+    }
+    i
+}
+
+/// Length of the common suffix of `x` and `y`.
+fn common_suffix(x: &[u8], y: &[u8]) -> usize {
+    const BLOCK: usize = 32;
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[x.len() - n..], &y[y.len() - n..]);
+    let mut i = 0;
+    while i + BLOCK <= n && x[n - i - BLOCK..n - i] == y[n - i - BLOCK..n - i] {
+        i += BLOCK;
+    }
+    while i < n && x[n - 1 - i] == y[n - 1 - i] {
+        i += 1;
+    }
+    i
 }
 
 impl Diff {
@@ -248,6 +286,53 @@ mod tests {
         assert_eq!(shifts.len(), 2);
     }
 
+    /// The definition, a byte at a time.
+    fn naive_diff(full: &str, blank: &str) -> Diff {
+        let (a, b) = (full.as_bytes(), blank.as_bytes());
+        let mut start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        while !full.is_char_boundary(start) {
+            start -= 1;
+        }
+        let max_suffix = a.len().min(b.len()) - start;
+        let mut suffix = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take(max_suffix)
+            .take_while(|(x, y)| x == y)
+            .count();
+        while !full.is_char_boundary(a.len() - suffix) || !blank.is_char_boundary(b.len() - suffix)
+        {
+            suffix -= 1;
+        }
+        Diff {
+            start,
+            end: a.len() - suffix,
+            blank_end: b.len() - suffix,
+        }
+    }
+
+    #[test]
+    fn long_texts_diff_like_the_definition() {
+        // long enough for the block comparisons, with the change near block edges
+        let base: String = (0..300).map(|i| ["ab", "é", "<x>", "\n"][i % 4]).collect();
+        for cut in [0, 1, 31, 32, 33, 63, 64, 200, base.len()] {
+            if !base.is_char_boundary(cut) {
+                continue;
+            }
+            for insert in ["", "Z", "abab", "é<x>\n"] {
+                let blank = format!("{}{insert}{}", &base[..cut], &base[cut..]);
+                assert_eq!(
+                    diff(&base, &blank),
+                    naive_diff(&base, &blank),
+                    "{cut} {insert:?}"
+                );
+                let shorter = format!("{}{}", &base[..cut / 2], &base[cut..]);
+                assert_eq!(diff(&base, &shorter), naive_diff(&base, &shorter), "{cut}");
+            }
+        }
+    }
+
     #[test]
     fn spliced_blank_diffs_like_the_materialized_text() {
         // every splice of a few short texts with repeats, multi-byte chars and empty pieces
@@ -273,6 +358,7 @@ mod tests {
                         assert_eq!(blank.is_full(), text == full);
                         let d = diff_blanked(full, &blank);
                         assert_eq!(d, diff(full, &text), "{full:?} {s}..{e} {with:?}");
+                        assert_eq!(d, naive_diff(full, &text), "{full:?} {s}..{e} {with:?}");
                         let whole = Blanked::whole(full, &text);
                         let a: Vec<Diff> = d.shifts(full, &blank).collect();
                         let b: Vec<Diff> = d.shifts(full, &whole).collect();
