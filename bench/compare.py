@@ -415,9 +415,10 @@ def scaling(model: O.Model, n: int, ref_convs: int, repeat: int) -> list[dict]:
 def breakdown(model: O.Model, turns: int, n: int, repeat: int) -> dict:
     """Where `encode` spends its time on `turns`-turn conversations, by difference of Python calls.
 
-    `encode` converts the messages from Python, renders the conversation once, tokenizes it, then per
-    assistant turn renders the conversation with that turn blanked (and diffs the two texts) and, with
-    `start="prompt"` (the default), renders the generation prompt before the turn. So:
+    `encode` converts the messages from Python, renders the conversation once, tokenizes it, finds each
+    assistant turn's blanked rendering (from a constant number of renderings when the template is local,
+    else one per turn) and diffs it, and, with `start="prompt"` (the default), finds where the generation
+    prompt ends (three renderings from 3 turns on, else one per turn). So:
 
     - prompt renderings = encode - encode(start="content");
     - conversion + main rendering ~ render (one call);

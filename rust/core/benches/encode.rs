@@ -555,9 +555,12 @@ fn bench_turns<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
 /// The pieces of `ChatTokenizer::encode` (rust/core/src/encode.rs) on 40-turn conversations, each
 /// rebuilt from the public API and timed alone. The default method (`Method::Auto`) renders the
 /// conversation once, four times with the assistant turns replaced by markers or blanks (the layout,
-/// see layout.rs), once with every content replaced by a marker (compressed.rs), then once per turn
-/// the marked generation prompt; it tokenizes once and diffs once per turn. The per-message method
-/// renders the conversation with each turn blanked, and each real generation prompt, instead.
+/// see layout.rs) plus once per further bit of the turn index (its check), and three times for the
+/// generation prompt (prompt_start.rs: the first turn's prompt with and without it, the last turn's
+/// prompt); it tokenizes once and diffs once per turn. Where the generation prompt cannot be found in
+/// the text it falls back to rendering it once per turn with marked contents (compressed.rs,
+/// `render_prompts_marked`). The per-message method renders the conversation with each turn blanked,
+/// and each real generation prompt, instead.
 fn bench_parts<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
     let convs = prepare(s, &with_turns(40, 4));
     let assistants: Vec<Vec<usize>> = convs
