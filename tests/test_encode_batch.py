@@ -106,6 +106,62 @@ def test_samples_read_while_others_encode_keep_their_places(num_threads):
     assert tok.encode_batch([], num_threads=num_threads) == []
 
 
+CONCURRENT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import threading
+    import time
+    sys.path.insert(0, {tests!r})
+    from test_mask_conformance import model_tokenizers
+
+    tok, _ = model_tokenizers("qwen3")
+    conv = [{{"role": "user", "content": "count"}}, {{"role": "assistant", "content": "1 2 3"}}]
+    want = int(tok.encode(conv).mask.sum())
+
+    def slow_source(n):
+        for _ in range(n):
+            time.sleep(0.001)  # gives the GIL away mid-read
+            yield conv
+
+    def nesting_source(n):
+        for _ in range(n):
+            # a source that itself encodes, while the outer call's workers wait for samples
+            assert len(tok.encode_batch([conv] * 4, num_threads=2)) == 4
+            yield conv
+
+    results = []
+
+    def work(source):
+        out = tok.encode_batch(source, num_threads=2)
+        results.append(sum(int(e.mask.sum()) for e in out))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in
+               [slow_source(40), slow_source(40), nesting_source(10), slow_source(40)]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted([want * 40] * 3 + [want * 10]), results
+    print("ok")
+    """
+)
+
+
+def test_concurrent_and_nested_calls_do_not_hang(tmp_path):
+    """Python threads calling `encode_batch` at once on sources that release the GIL, and a source
+    that calls `encode_batch` itself: every call finishes with every sample."""
+    script = tmp_path / "concurrent_check.py"
+    script.write_text(CONCURRENT_SCRIPT.format(tests=str(TESTS)))
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=240
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("concurrent or nested encode_batch calls hung")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
+
+
 FORK_SCRIPT = textwrap.dedent(
     """
     import multiprocessing as mp

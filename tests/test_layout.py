@@ -77,7 +77,8 @@ def mixed(n: int) -> list[dict]:
 
 def tool_calls_between(n: int) -> list[dict]:
     """Tool rounds between two plain turns: the first and last supervised messages, on which the
-    generation prompt found in the text is checked, follow a user message; the others a tool."""
+    generation prompt found in the text is checked, follow a user message; half of the others
+    follow a tool result."""
     return tool_calls(n) + [
         {"role": "user", "content": "Thanks."},
         {"role": "assistant", "content": "You are welcome."},

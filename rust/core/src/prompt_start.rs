@@ -13,19 +13,15 @@
 use crate::spans::Diff;
 
 /// Where the generation prompt `g` ends before a message whose text is `raw` (its diff against the
-/// rendering with it blanked): the end of the last occurrence of `g` in `text` that starts at or
-/// after `lower` (the previous message's end) and at or before the message's text, and ends within
-/// it. `None` when there is none.
+/// rendering with it blanked): the end of the last occurrence of `g` in `text` between `lower` (the
+/// previous message's end) and the start of the message's text. The header is template text that
+/// both renderings share, so it ends by then; a copy of `g` that the message's own text begins with
+/// does not. `None` when there is none.
 pub fn after_generation_prompt(text: &str, g: &str, lower: usize, raw: &Diff) -> Option<usize> {
-    if g.is_empty() || lower > raw.start {
+    if g.is_empty() {
         return None;
     }
-    // every occurrence starting by `raw.start` and ending by `raw.end` lies in this window
-    let mut end = (raw.start + g.len()).min(raw.end);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let at = text.get(lower..end)?.rfind(g)?;
+    let at = text.get(lower..raw.start)?.rfind(g)?;
     Some(lower + at + g.len())
 }
 
@@ -68,19 +64,20 @@ mod tests {
     fn a_header_inside_the_message_text_does_not_count() {
         let g = "<a>";
         let text = "<a>say <a> twice</a>";
-        let d = raw(3, 16);
-        assert_eq!(after_generation_prompt(text, g, 0, &d), Some(3));
-        // ... but one ending inside it does, when it starts before it
-        let text = "<a>x";
+        assert_eq!(after_generation_prompt(text, g, 0, &raw(3, 16)), Some(3));
+        // a message that begins with the prompt's text: the diff against the blank rendering
+        // (`<a></a>`) starts inside that copy, after the shared `<`; the header still counts
+        let text = "<a><a>x</a>";
+        assert_eq!(after_generation_prompt(text, g, 0, &raw(4, 8)), Some(3));
+        assert_eq!(after_generation_prompt(text, "", 0, &raw(4, 8)), None);
+        let multibyte = "é<a>éok";
         assert_eq!(
-            after_generation_prompt(text, "<a>x", 0, &raw(3, 4)),
-            Some(4)
-        );
-        assert_eq!(after_generation_prompt(text, "", 0, &raw(3, 4)), None);
-        let multibyte = "é<a>é";
-        assert_eq!(
-            after_generation_prompt(multibyte, "<a>é", 0, &raw(5, 7)),
+            after_generation_prompt(multibyte, "<a>é", 0, &raw(7, 9)),
             Some(7)
+        );
+        assert_eq!(
+            after_generation_prompt(multibyte, "<a>é", 3, &raw(7, 9)),
+            None
         );
     }
 }

@@ -160,7 +160,8 @@ fn common_suffix(x: &[u8], y: &[u8]) -> usize {
 
 impl Diff {
     /// The same diff moved `k` bytes to the left, if the two texts stay consistent with it: the
-    /// common suffix then gains the `k` bytes before each end, so those must be equal.
+    /// common suffix then gains the `k` bytes before each end, so those must be equal. (The
+    /// definition of a shift; [`Diff::shifts`] finds them all faster and is tested against it.)
     pub fn shifted_left(&self, full: &str, blank: &Blanked<'_>, k: usize) -> Option<Diff> {
         if k > self.start || k > self.blank_end {
             return None;
@@ -192,10 +193,16 @@ impl Diff {
                 k = usize::MAX;
                 return None;
             }
-            let current = k;
+            // the bytes are checked one per step above: only the char boundaries are left
+            let (start, end) = (base.start - k, base.end - k);
+            let blank_end = base.blank_end - k;
             k += 1;
-            if let Some(d) = base.shifted_left(full, blank, current) {
-                return Some(d);
+            if full.is_char_boundary(end) && full.is_char_boundary(start) {
+                return Some(Diff {
+                    start,
+                    end,
+                    blank_end,
+                });
             }
         })
     }
@@ -329,6 +336,20 @@ mod tests {
                 );
                 let shorter = format!("{}{}", &base[..cut / 2], &base[cut..]);
                 assert_eq!(diff(&base, &shorter), naive_diff(&base, &shorter), "{cut}");
+                // the same kind of texts as splices of `base`, around ranges of several lengths
+                for len in [0, 1, 40, 100] {
+                    let s = cut.saturating_sub(len);
+                    if let Some(b) = Blanked::spliced(&base, s..cut, insert) {
+                        let text = b.to_text();
+                        let d = diff_blanked(&base, &b);
+                        assert_eq!(d, naive_diff(&base, &text), "{s}..{cut} {insert:?}");
+                        let found: Vec<Diff> = d.shifts(&base, &b).collect();
+                        let want: Vec<Diff> = (0..=d.start.min(d.blank_end))
+                            .filter_map(|k| d.shifted_left(&base, &b, k))
+                            .collect();
+                        assert_eq!(found, want);
+                    }
+                }
             }
         }
     }
@@ -363,6 +384,10 @@ mod tests {
                         let a: Vec<Diff> = d.shifts(full, &blank).collect();
                         let b: Vec<Diff> = d.shifts(full, &whole).collect();
                         assert_eq!(a, b);
+                        let want: Vec<Diff> = (0..=d.start.min(d.blank_end))
+                            .filter_map(|k| d.shifted_left(full, &blank, k))
+                            .collect();
+                        assert_eq!(a, want);
                         checked += 1;
                     }
                 }

@@ -311,13 +311,11 @@ impl PyChatTokenizer {
         let vars = vars_from_dict(template_kwargs)?;
         let threads = num_threads.unwrap_or_else(parallel::default_threads).max(1);
         // `threads` threads in all: this one (it holds the GIL) reads the samples from Python while
-        // `threads - 1` pool workers encode them, then joins the workers. Reading them is a tenth of
-        // the work; done first, alone, it would not be parallel.
+        // `threads - 1` workers encode them, then joins the workers. Reading them is a tenth of the
+        // work; done first, alone, it would not be parallel. The workers are this call's own (scoped)
+        // threads: they never wait on another call, a generator that calls `encode_batch` itself
+        // included, and a fork never inherits them.
         let workers = threads - 1;
-        let pool = match workers {
-            0 => None,
-            n => Some(parallel::pool(n).map_err(pyo3::exceptions::PyRuntimeError::new_err)?),
-        };
         let (tok, tools, vars, opts) = (&self.inner, &tools, &vars, &opts);
         type Job = (usize, Json, Option<Json>);
         type Done = (usize, Result<ForPython, Error>);
@@ -340,8 +338,7 @@ impl PyChatTokenizer {
             let _ = done.send((i, encoded));
         };
         let mut slots: Vec<Option<PyResult<ForPython>>> = Vec::new();
-        let worker_senders: Vec<_> = (0..workers).map(|_| done_tx.clone()).collect();
-        let read_and_encode = || -> PyResult<()> {
+        let read = std::thread::scope(|scope| -> PyResult<()> {
             let mut queued = 0;
             let mut read = Ok(());
             for (i, item) in conversations.try_iter()?.enumerate() {
@@ -358,6 +355,16 @@ impl PyChatTokenizer {
                         // the receiver lives until the end of this function: sending cannot fail
                         let _ = job_tx.send((i, messages, row_tools));
                         queued += 1;
+                        // from the second sample on: a batch of one costs no thread
+                        if queued == 2 {
+                            for w in 0..workers {
+                                let done = done_tx.clone();
+                                // a thread that cannot start leaves its share to the others
+                                let _ = std::thread::Builder::new()
+                                    .name(format!("turnpack-{w}"))
+                                    .spawn_scoped(scope, move || drain(done));
+                            }
+                        }
                     }
                     Err(e) => slots[i] = Some(Err(with_sample(py, e, i))),
                 }
@@ -372,16 +379,7 @@ impl PyChatTokenizer {
                 slots[i] = Some(result.map_err(|e| to_py_with_context(e, Some(i))));
             }
             read
-        };
-        let read = match &pool {
-            Some(pool) => pool.in_place_scope(|scope| {
-                for done in worker_senders {
-                    scope.spawn(move |_| drain(done));
-                }
-                read_and_encode()
-            }),
-            None => read_and_encode(),
-        };
+        });
         read?;
         let out = PyList::empty(py);
         for (i, slot) in slots.into_iter().enumerate() {
@@ -614,13 +612,16 @@ impl ForPython {
         let chars = turnpack_core::spans::CharIndex::new(&enc.text);
         let n = enc.ids.len();
         let num_trained = enc.mask.iter().filter(|&&m| m).count();
-        let flat: Vec<i32> = enc
-            .offsets
-            .iter()
-            .flat_map(|&(a, b)| [chars.char_of(a) as i32, chars.char_of(b) as i32])
+        // taken, not borrowed: a batch's results wait together, in their Python form only
+        let flat: Vec<i32> = std::mem::take(&mut enc.offsets)
+            .into_iter()
+            .flat_map(|(a, b)| [chars.char_of(a) as i32, chars.char_of(b) as i32])
             .collect();
         ForPython {
-            ids: enc.ids.iter().map(|&i| i as i32).collect(),
+            ids: std::mem::take(&mut enc.ids)
+                .into_iter()
+                .map(|i| i as i32)
+                .collect(),
             mask: std::mem::take(&mut enc.mask),
             offsets: Array2::from_shape_vec((n, 2), flat).expect("two offsets per token"),
             spans: enc
