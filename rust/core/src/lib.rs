@@ -16,5 +16,6 @@ pub mod spans;
 pub mod template;
 pub mod tiktoken;
 pub mod tokenizer;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -3,7 +3,6 @@
 
 use crate::convert::to_json;
 use crate::errors::{to_py, to_py_with_context};
-use crate::parallel;
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
@@ -12,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 use serde_json::Value as Json;
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use turnpack_core::conversation::Conversation;
 use turnpack_core::encode::{
     self, Boundary, EncodeOptions, Encoded, Eot, Method, SpanSource, Start, Supervise, Vars,
@@ -20,11 +19,13 @@ use turnpack_core::encode::{
 use turnpack_core::model_dir;
 use turnpack_core::template::{value::from_json, ChatTemplate};
 use turnpack_core::tokenizer::{Backend, TextTokenizer};
+use turnpack_core::workers;
 use turnpack_core::Error;
 
 #[pyclass(module = "turnpack._core", name = "ChatTokenizer", frozen)]
 pub struct PyChatTokenizer {
-    inner: encode::ChatTokenizer,
+    /// Shared with `encode_batch`'s worker threads, which outlive a call.
+    inner: Arc<encode::ChatTokenizer>,
 }
 
 fn vars_from_dict(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vars> {
@@ -163,7 +164,11 @@ impl PyChatTokenizer {
         let tok = TextTokenizer::from_file(&tokenizer).map_err(to_py)?;
         let vars = model_dir::vars_from(&str_dict(special_tokens)?);
         Ok(PyChatTokenizer {
-            inner: encode::ChatTokenizer::new(tok, template(chat_template)?, vars),
+            inner: Arc::new(encode::ChatTokenizer::new(
+                tok,
+                template(chat_template)?,
+                vars,
+            )),
         })
     }
 
@@ -175,7 +180,9 @@ impl PyChatTokenizer {
         if chat_template.is_some() {
             inner.template = template(chat_template)?;
         }
-        Ok(PyChatTokenizer { inner })
+        Ok(PyChatTokenizer {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Builds from the text of a tokenizer.json.
@@ -193,7 +200,11 @@ impl PyChatTokenizer {
         }
         let vars = model_dir::vars_from(&str_dict(special_tokens)?);
         Ok(PyChatTokenizer {
-            inner: encode::ChatTokenizer::new(tok, template(chat_template)?, vars),
+            inner: Arc::new(encode::ChatTokenizer::new(
+                tok,
+                template(chat_template)?,
+                vars,
+            )),
         })
     }
 
@@ -218,11 +229,11 @@ impl PyChatTokenizer {
         let tok = turnpack_core::tiktoken::load(&ranks_path, pattern, &specials).map_err(to_py)?;
         let vars = model_dir::vars_from(&str_dict(template_vars)?);
         Ok(PyChatTokenizer {
-            inner: encode::ChatTokenizer::new(
+            inner: Arc::new(encode::ChatTokenizer::new(
                 TextTokenizer::new(tok),
                 template(chat_template)?,
                 vars,
-            ),
+            )),
         })
     }
 
@@ -309,77 +320,62 @@ impl PyChatTokenizer {
         let opts = parse_options(supervise, eot, start, spans, boundary, method)?;
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
-        let threads = num_threads.unwrap_or_else(parallel::default_threads).max(1);
+        let threads = num_threads.unwrap_or_else(workers::default_threads).max(1);
         // `threads` threads in all: this one (it holds the GIL) reads the samples from Python while
         // `threads - 1` workers encode them, then joins the workers. Reading them is a tenth of the
-        // work; done first, alone, it would not be parallel. The workers are this call's own (scoped)
-        // threads: they never wait on another call, a generator that calls `encode_batch` itself
-        // included, and a fork never inherits them.
+        // work; done first, alone, it would not be parallel.
         let workers = threads - 1;
-        let (tok, tools, vars, opts) = (&self.inner, &tools, &vars, &opts);
         type Job = (usize, Json, Option<Json>);
         type Done = (usize, Result<ForPython, Error>);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let job_rx = Mutex::new(job_rx);
         let (done_tx, done_rx) = mpsc::channel::<Done>();
-        // Encodes queued samples until the queue is closed and empty.
-        let drain = |done: mpsc::Sender<Done>| loop {
-            let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-            let Ok((i, messages, row_tools)) = job else {
-                break;
-            };
-            let encoded = turnpack_core::error::guarded(|| {
-                let conv = Conversation::from_json(&messages)?;
-                let row_tools = row_tools.as_ref().map(from_json);
-                let tools = row_tools.as_ref().unwrap_or(tools);
-                tok.encode(&conv, tools, vars, opts).map(ForPython::new)
-            });
-            // the receiver outlives every sender: sending cannot fail
-            let _ = done.send((i, encoded));
-        };
+        // What a worker needs, owned: workers are threads kept between calls (warm caches).
+        let shared = Arc::new(BatchWork {
+            tok: self.inner.clone(),
+            tools,
+            vars,
+            opts,
+            jobs: Mutex::new(job_rx),
+        });
         let mut slots: Vec<Option<PyResult<ForPython>>> = Vec::new();
-        let read = std::thread::scope(|scope| -> PyResult<()> {
-            let mut queued = 0;
-            let mut read = Ok(());
-            for (i, item) in conversations.try_iter()?.enumerate() {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(e) => {
-                        read = Err(e);
-                        break;
-                    }
-                };
-                slots.push(None);
-                match sample(&item) {
-                    Ok((messages, row_tools)) => {
-                        // the receiver lives until the end of this function: sending cannot fail
-                        let _ = job_tx.send((i, messages, row_tools));
-                        queued += 1;
-                        // from the second sample on: a batch of one costs no thread
-                        if queued == 2 {
-                            for w in 0..workers {
-                                let done = done_tx.clone();
-                                // a thread that cannot start leaves its share to the others
-                                let _ = std::thread::Builder::new()
-                                    .name(format!("turnpack-{w}"))
-                                    .spawn_scoped(scope, move || drain(done));
-                            }
+        let mut queued = 0;
+        let mut read = Ok(());
+        for (i, item) in conversations.try_iter()?.enumerate() {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            };
+            slots.push(None);
+            match sample(&item) {
+                Ok((messages, row_tools)) => {
+                    // the receiver lives in `shared` until every worker is done: sending cannot fail
+                    let _ = job_tx.send((i, messages, row_tools));
+                    queued += 1;
+                    // from the second sample on: a batch of one needs no worker
+                    if queued == 2 {
+                        for _ in 0..workers {
+                            let (work, done) = (shared.clone(), done_tx.clone());
+                            // a worker that cannot start leaves its share to the others
+                            let _ = workers::run(Box::new(move || work.drain(&done)));
                         }
                     }
-                    Err(e) => slots[i] = Some(Err(with_sample(py, e, i))),
                 }
+                Err(e) => slots[i] = Some(Err(with_sample(py, e, i))),
             }
-            drop(job_tx);
-            let done: Vec<Done> = py.detach(move || {
-                drain(done_tx);
-                // a worker that somehow stopped without sending drops its sender: no hang
-                done_rx.iter().take(queued).collect()
-            });
-            for (i, result) in done {
-                slots[i] = Some(result.map_err(|e| to_py_with_context(e, Some(i))));
-            }
-            read
+        }
+        drop(job_tx);
+        let done: Vec<Done> = py.detach(move || {
+            shared.drain(&done_tx);
+            drop(done_tx);
+            // a worker that somehow stopped without sending drops its sender: no hang
+            done_rx.iter().take(queued).collect()
         });
+        for (i, result) in done {
+            slots[i] = Some(result.map_err(|e| to_py_with_context(e, Some(i))));
+        }
         read?;
         let out = PyList::empty(py);
         for (i, slot) in slots.into_iter().enumerate() {
@@ -436,12 +432,14 @@ impl PyChatTokenizer {
 
     /// A copy that encodes with the given backend ("turnpack" or "tokenizers").
     fn with_bpe_backend(&self, backend: &str) -> PyResult<Self> {
-        let mut inner = self.inner.clone();
+        let mut inner = (*self.inner).clone();
         inner
             .tokenizer
             .set_backend(parse_backend(backend)?)
             .map_err(to_py)?;
-        Ok(PyChatTokenizer { inner })
+        Ok(PyChatTokenizer {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Why turnpack's BPE encoder cannot be used for this tokenizer (None when it can).
@@ -512,6 +510,38 @@ fn backend_name(backend: Backend) -> &'static str {
     match backend {
         Backend::Native => "turnpack",
         Backend::Tokenizers => "tokenizers",
+    }
+}
+
+/// One `encode_batch` call's work, shared by the threads that encode its samples.
+struct BatchWork {
+    tok: Arc<encode::ChatTokenizer>,
+    tools: minijinja::Value,
+    vars: Vars,
+    opts: EncodeOptions,
+    /// Samples read so far (index, messages, tools); closed when all are read.
+    jobs: Mutex<mpsc::Receiver<(usize, Json, Option<Json>)>>,
+}
+
+impl BatchWork {
+    /// Encodes queued samples until the queue is closed and empty.
+    fn drain(&self, done: &mpsc::Sender<(usize, Result<ForPython, Error>)>) {
+        loop {
+            let job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok((i, messages, row_tools)) = job else {
+                return;
+            };
+            let encoded = turnpack_core::error::guarded(|| {
+                let conv = Conversation::from_json(&messages)?;
+                let row_tools = row_tools.as_ref().map(from_json);
+                let tools = row_tools.as_ref().unwrap_or(&self.tools);
+                self.tok
+                    .encode(&conv, tools, &self.vars, &self.opts)
+                    .map(ForPython::new)
+            });
+            // the caller waits for every result: sending cannot fail
+            let _ = done.send((i, encoded));
+        }
     }
 }
 

@@ -6,7 +6,6 @@ mod chat_tokenizer;
 mod convert;
 mod errors;
 mod pack;
-mod parallel;
 
 /// The extension's own allocations (tokenization, rendering) go through mimalloc: glibc malloc
 /// costs about half of tokenization time on Python's main thread.
