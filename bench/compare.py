@@ -306,7 +306,7 @@ def throughput_rows(model: O.Model, convs: list[dict], repeat: int, ref_repeat: 
     )
     row(
         "c_batch_of_one",
-        "turnpack encode_batch([conversation], num_threads=1) per conversation (runs on a pool thread)",
+        "turnpack encode_batch([conversation], num_threads=1) per conversation (on the calling thread)",
         measure(lambda: [tok.encode_batch([c], num_threads=1) for c in convs], repeat),
     )
     row(
