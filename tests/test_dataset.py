@@ -464,7 +464,7 @@ def test_resume_refuses_another_configuration(tok, records):
 
 
 def test_forked_workers_after_parallel_encoding_do_not_hang(tok, records):
-    tok.encode_batch(records, num_threads=2)  # the parent's thread pool exists before the fork
+    tok.encode_batch(records, num_threads=2)  # the parent's worker threads exist before the fork
     ds = ChatDataset(records, tok, SEQ_LEN, batch_size=4, num_threads=2)
     batches = list(ChatDataLoader(ds, num_workers=2, timeout=120, multiprocessing_context="fork"))
     assert sorted(sample_ids(batches)) == list(range(len(records)))

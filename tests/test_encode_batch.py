@@ -1,5 +1,5 @@
 """`encode_batch` is `encode` run in parallel: same results on every sample, errors in place, and no
-hang when a process forks after the parent has used the Rust thread pool (DataLoader workers)."""
+hang when a process forks after the parent has used its worker threads (DataLoader workers)."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ FORK_SCRIPT = textwrap.dedent(
 
     tok, _ = model_tokenizers("qwen3")
     conv = [{{"role": "user", "content": "count"}}, {{"role": "assistant", "content": "1 2 3"}}]
-    # the parent uses the Rust thread pool first: a pool copied into a fork has no threads
+    # the parent starts its worker threads first: a fork copies the list of them, not the threads
     parent = tok.encode_batch([conv] * 64, num_threads=2)
 
     def work(_):

@@ -147,7 +147,7 @@ class ChatTokenizer:
         """`encode` on many conversations in parallel in Rust with the GIL released. Items are message
         lists or dicts with "messages" and optional per-row "tools". `num_threads` threads in all
         (default $TURNPACK_NUM_THREADS or all cores): the calling thread reads the items from Python
-        while the others encode them, then joins them. With `on_error="skip"` a failed sample's exception (naming `sample i`)
+        while the others (kept between calls) encode them, then encodes alongside them. With `on_error="skip"` a failed sample's exception (naming `sample i`)
         takes its place in the result; with "raise" the first one is raised. A bug in turnpack (a
         Rust panic) comes back as that sample's `RuntimeError`, never as a crash."""
     @overload

@@ -6,17 +6,23 @@
 //! `encode_batch` itself) cannot hold up another call. After `fork()` the child has none of the
 //! parent's threads: the idle list is keyed by pid and starts empty in a new process.
 
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex, OnceLock};
 
 pub type Task = Box<dyn FnOnce() + Send + 'static>;
 
+/// A task and where its worker says that it is idle again (or gone).
+struct Job {
+    task: Task,
+    idle_again: mpsc::Sender<()>,
+}
+
 /// Idle workers, each waiting on its channel, and the process they belong to.
-static IDLE: Mutex<(u32, Vec<mpsc::Sender<Task>>)> = Mutex::new((0, Vec::new()));
+static IDLE: Mutex<(u32, Vec<mpsc::Sender<Job>>)> = Mutex::new((0, Vec::new()));
 
 /// Idle workers kept beyond this many exit (enough for a few concurrent calls on every core).
 fn max_idle() -> usize {
-    4 * default_threads()
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| 4 * default_threads())
 }
 
 /// Threads when the caller does not say: `TURNPACK_NUM_THREADS`, else all cores.
@@ -32,7 +38,7 @@ pub fn default_threads() -> usize {
         })
 }
 
-fn idle() -> std::sync::MutexGuard<'static, (u32, Vec<mpsc::Sender<Task>>)> {
+fn idle() -> std::sync::MutexGuard<'static, (u32, Vec<mpsc::Sender<Job>>)> {
     let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
     let pid = std::process::id();
     if idle.0 != pid {
@@ -43,38 +49,47 @@ fn idle() -> std::sync::MutexGuard<'static, (u32, Vec<mpsc::Sender<Task>>)> {
     idle
 }
 
-/// Runs `task` on an idle worker thread, or on a new one.
-pub fn run(task: Task) -> Result<(), String> {
-    let mut task = task;
+/// Runs `task` on an idle worker thread, or on a new one. The receiver hears (or sees closed) once
+/// that worker is back on the idle list or gone: a caller that waits for it before returning leaves
+/// no worker holding the list's lock, so a `fork()` right after the call cannot copy it locked, and
+/// the next call finds its workers idle instead of starting more.
+pub fn run(task: Task) -> Result<mpsc::Receiver<()>, String> {
+    let (idle_again, done) = mpsc::channel();
+    let mut job = Job { task, idle_again };
     loop {
         let Some(worker) = idle().1.pop() else {
-            return spawn(task);
+            return spawn(job).map(|()| done);
         };
-        match worker.send(task) {
-            Ok(()) => return Ok(()),
+        match worker.send(job) {
+            Ok(()) => return Ok(done),
             // that worker is gone: try the next
-            Err(mpsc::SendError(back)) => task = back,
+            Err(mpsc::SendError(back)) => job = back,
         }
     }
 }
 
-fn spawn(first: Task) -> Result<(), String> {
-    let (tx, rx) = mpsc::channel::<Task>();
+fn spawn(first: Job) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("turnpack-worker".into())
         .spawn(move || {
-            let mut task = first;
+            let mut job = first;
             loop {
-                task();
-                {
+                (job.task)();
+                let keep = {
                     let mut idle = idle();
-                    if idle.1.len() >= max_idle() {
-                        return;
+                    let keep = idle.1.len() < max_idle();
+                    if keep {
+                        idle.1.push(tx.clone());
                     }
-                    idle.1.push(tx.clone());
+                    keep
+                };
+                let _ = job.idle_again.send(());
+                if !keep {
+                    return;
                 }
                 match rx.recv() {
-                    Ok(next) => task = next,
+                    Ok(next) => job = next,
                     Err(_) => return,
                 }
             }
@@ -106,5 +121,23 @@ mod tests {
         let mut got: Vec<&str> = done_rx.iter().take(2).collect();
         got.sort();
         assert_eq!(got, ["first", "second"]);
+    }
+
+    #[test]
+    fn a_finished_worker_is_idle_again_and_reused() {
+        let idle_again = run(Box::new(|| {})).unwrap();
+        idle_again.recv().unwrap();
+        assert!(!idle().1.is_empty());
+        let (tx, rx) = mpsc::channel();
+        let again = run(Box::new(move || tx.send(7).unwrap())).unwrap();
+        assert_eq!(rx.recv(), Ok(7));
+        assert_eq!(again.recv(), Ok(()));
+    }
+
+    #[test]
+    fn a_task_that_panics_does_not_leave_its_caller_waiting() {
+        let idle_again = run(Box::new(|| panic!("a bug"))).unwrap();
+        // the worker is gone: its sender is dropped, so this returns instead of blocking
+        assert!(idle_again.recv().is_err());
     }
 }

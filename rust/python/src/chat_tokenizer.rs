@@ -322,9 +322,9 @@ impl PyChatTokenizer {
         let vars = vars_from_dict(template_kwargs)?;
         let threads = num_threads.unwrap_or_else(workers::default_threads).max(1);
         // `threads` threads in all: this one (it holds the GIL) reads the samples from Python while
-        // `threads - 1` workers encode them, then joins the workers. Reading them is a tenth of the
-        // work; done first, alone, it would not be parallel.
-        let workers = threads - 1;
+        // up to `threads - 1` workers encode them, then encodes what is left alongside them. Reading
+        // is a tenth of the work; done first, alone, it would not be parallel.
+        let helpers = threads - 1;
         type Job = (usize, Json, Option<Json>);
         type Done = (usize, Result<ForPython, Error>);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
@@ -338,6 +338,7 @@ impl PyChatTokenizer {
             jobs: Mutex::new(job_rx),
         });
         let mut slots: Vec<Option<PyResult<ForPython>>> = Vec::new();
+        let mut idle_again = Vec::new();
         let mut queued = 0;
         let mut read = Ok(());
         for (i, item) in conversations.try_iter()?.enumerate() {
@@ -354,12 +355,12 @@ impl PyChatTokenizer {
                     // the receiver lives in `shared` until every worker is done: sending cannot fail
                     let _ = job_tx.send((i, messages, row_tools));
                     queued += 1;
-                    // from the second sample on: a batch of one needs no worker
-                    if queued == 2 {
-                        for _ in 0..workers {
-                            let (work, done) = (shared.clone(), done_tx.clone());
-                            // a worker that cannot start leaves its share to the others
-                            let _ = workers::run(Box::new(move || work.drain(&done)));
+                    // one worker per sample beyond the first: a batch of one needs none
+                    if idle_again.len() < helpers.min(queued - 1) {
+                        let (work, done) = (shared.clone(), done_tx.clone());
+                        // a worker that cannot start leaves its share to the others
+                        if let Ok(idle) = workers::run(Box::new(move || work.drain(&done))) {
+                            idle_again.push(idle);
                         }
                     }
                 }
@@ -371,7 +372,12 @@ impl PyChatTokenizer {
             shared.drain(&done_tx);
             drop(done_tx);
             // a worker that somehow stopped without sending drops its sender: no hang
-            done_rx.iter().take(queued).collect()
+            let done = done_rx.iter().take(queued).collect();
+            // back only once the workers are idle again (see `workers::run`)
+            for idle in idle_again {
+                let _ = idle.recv();
+            }
+            done
         });
         for (i, result) in done {
             slots[i] = Some(result.map_err(|e| to_py_with_context(e, Some(i))));
@@ -539,7 +545,7 @@ impl BatchWork {
                     .encode(&conv, tools, &self.vars, &self.opts)
                     .map(ForPython::new)
             });
-            // the caller waits for every result: sending cannot fail
+            // the caller waits for every result (if it is gone, so is the need)
             let _ = done.send((i, encoded));
         }
     }
