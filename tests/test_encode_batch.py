@@ -106,6 +106,21 @@ def test_samples_read_while_others_encode_keep_their_places(num_threads):
     assert tok.encode_batch([], num_threads=num_threads) == []
 
 
+def run_without_hanging(tmp_path: Path, script: str, hang: str) -> str:
+    """Runs `script` (its `{tests}` filled in) in a fresh interpreter, so that a hang fails this test
+    instead of stopping the suite; returns its output."""
+    path = tmp_path / "check.py"
+    path.write_text(script.format(tests=str(TESTS)))
+    try:
+        done = subprocess.run(
+            [sys.executable, str(path)], check=False, capture_output=True, text=True, timeout=240
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(hang)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
 CONCURRENT_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -150,16 +165,8 @@ CONCURRENT_SCRIPT = textwrap.dedent(
 def test_concurrent_and_nested_calls_do_not_hang(tmp_path):
     """Python threads calling `encode_batch` at once on sources that release the GIL, and a source
     that calls `encode_batch` itself: every call finishes with every sample."""
-    script = tmp_path / "concurrent_check.py"
-    script.write_text(CONCURRENT_SCRIPT.format(tests=str(TESTS)))
-    try:
-        done = subprocess.run(
-            [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=240
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("concurrent or nested encode_batch calls hung")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "ok"
+    out = run_without_hanging(tmp_path, CONCURRENT_SCRIPT, "concurrent or nested encode_batch calls hung")
+    assert out == "ok"
 
 
 FORK_SCRIPT = textwrap.dedent(
@@ -200,16 +207,8 @@ FORK_SCRIPT = textwrap.dedent(
 
 
 def test_fork_after_encode_batch_does_not_hang(tmp_path):
-    script = tmp_path / "fork_check.py"
-    script.write_text(FORK_SCRIPT.format(tests=str(TESTS)))
-    try:
-        done = subprocess.run(
-            [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=240
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("a forked worker hung in encode_batch")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().startswith("ok")
+    out = run_without_hanging(tmp_path, FORK_SCRIPT, "a forked worker hung in encode_batch")
+    assert out.startswith("ok")
 
 
 def test_tokenizer_pickles_for_spawned_workers():
