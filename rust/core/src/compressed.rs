@@ -1,6 +1,7 @@
 //! Generation-prompt renderings at a fraction of their cost: message contents replaced by short
 //! markers.
 //!
+//! Where the generation prompt cannot be found in the text (see [`crate::prompt_start`]),
 //! `start="prompt"` renders `messages[:i]` with the generation prompt for every supervised message
 //! `i`, and asks whether that text is a prefix of the full rendering. Those prefixes sum to about
 //! half the conversation per message, quadratic in turns, and most of their bytes are the messages'

@@ -539,8 +539,8 @@ impl ChatTokenizer {
         if !agrees(first, exact(&with)) {
             return None;
         }
-        let last_prompt = render(last.index, true)?;
-        agrees(last, exact(&last_prompt)).then(|| g.to_string())
+        let last_exact = self.prompt_end(messages, None, text, last.index, tools, vars);
+        agrees(last, last_exact).then(|| g.to_string())
     }
 
     /// The messages with marked contents, if the template prints contents verbatim (checked on the
