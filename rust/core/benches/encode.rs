@@ -27,6 +27,9 @@
 //!   per-message method's renderings (blanked turns, real prompts), the diffs, the tokenization and
 //!   the mask.
 
+// A benchmark reports its workload on stderr, beside criterion's own output.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use common::Rng;
@@ -36,11 +39,11 @@ use minijinja::value::Value;
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::hint::black_box;
-use turnpack_core::conversation::Conversation;
-use turnpack_core::encode::{ChatTokenizer, EncodeOptions, Method, Start, Vars};
-use turnpack_core::template::{value::from_json, ChatTemplate};
-use turnpack_core::tokenizer::{Backend, TextTokenizer};
-use turnpack_core::{compressed, layout, spans, tiktoken};
+use turnpack_core::internals::{self as spans, blank_message, compress, marker};
+use turnpack_core::{
+    from_json, tiktoken, Backend, ChatTemplate, ChatTokenizer, Conversation, EncodeOptions, Method,
+    Start, TextTokenizer, Vars,
+};
 
 const TEMPLATE: &str = include_str!("../../../tests/fixtures/templates/Qwen-Qwen3-0.6B.jinja");
 
@@ -460,11 +463,6 @@ fn per_message() -> EncodeOptions {
     }
 }
 
-/// An assistant message with `content`, as encode blanks a message.
-fn blank_message(content: Value) -> Value {
-    Value::from_pairs([("role", Value::from("assistant")), ("content", content)])
-}
-
 fn bench_mixed<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
     let convs = prepare(s, &mixed(100));
     let mut g = c.benchmark_group("mixed");
@@ -638,10 +636,10 @@ fn bench_parts<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
         b.iter(|| {
             for (p, idx) in convs.iter().zip(&assistants) {
                 let contents: [&dyn Fn(usize) -> Option<String>; 4] = [
-                    &|j| Some(layout::marker(j)),
+                    &|j| Some(marker(j)),
                     &|_| Some(String::new()),
-                    &|j| (j % 2 == 0).then(|| layout::marker(j)),
-                    &|j| (j % 2 == 1).then(|| layout::marker(j)),
+                    &|j| (j % 2 == 0).then(|| marker(j)),
+                    &|j| (j % 2 == 1).then(|| marker(j)),
                 ];
                 for content in contents {
                     let v = replaced(p, idx, content);
@@ -653,7 +651,7 @@ fn bench_parts<M: Measurement>(c: &mut Criterion<M>, s: &Setup) {
     g.bench_function("render_prompts_marked", |b| {
         b.iter(|| {
             for (p, idx) in convs.iter().zip(&assistants) {
-                let c = compressed::compress(&p.conv.values()).expect("contents to compress");
+                let c = compress(&p.conv.values()).expect("contents to compress");
                 let all = s.tok.render_values(&c.messages, &p.tools, false, &s.vars);
                 black_box(all.unwrap());
                 for &i in idx {

@@ -9,13 +9,16 @@
 //! masks of alternating prompt/answer runs. Throughput is in input tokens ("elements/s").
 //! `TURNPACK_BENCH_CLOCK=cpu` measures thread CPU time instead of wall-clock time.
 
+// A benchmark reports its workload on stderr, beside criterion's own output.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use common::Rng;
 use criterion::measurement::Measurement;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use turnpack_core::pack::{pack, PackOptions, Packer, Sample};
+use turnpack_core::{pack, PackOptions, Packer, Sample};
 
 /// `n` samples: log-normal lengths (median 420), masks alternating prompt and answer runs.
 fn samples(n: usize) -> Vec<Sample> {

@@ -24,6 +24,7 @@ pub enum Error {
     Internal(String),
 }
 
+/// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Runs `f`, turning a panic into [`Error::Internal`] so that one bad sample costs an error, not

@@ -1,11 +1,10 @@
 //! Reading a Hugging Face model folder: `tokenizer.json`, the special tokens and chat template in
 //! `tokenizer_config.json`, or a `chat_template.jinja` file (which wins, as in transformers).
 
-use crate::encode::{ChatTokenizer, Vars};
-use crate::template::ChatTemplate;
+use crate::chat_tokenizer::ChatTokenizer;
+use crate::template::{string_vars, ChatTemplate};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Result};
-use minijinja::value::Value;
 use serde_json::Value as Json;
 use std::path::Path;
 
@@ -23,12 +22,14 @@ pub const SPECIAL_TOKEN_KEYS: &[&str] = &[
 /// What a model folder says about chat rendering.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizerConfig {
+    /// The chat template's source (`chat_template`, or the one named "default" in a list).
     pub chat_template: Option<String>,
     /// `bos_token`, `eos_token`, ... as plain strings.
     pub special_tokens: Vec<(String, String)>,
 }
 
 impl TokenizerConfig {
+    /// Reads the parsed `tokenizer_config.json`.
     pub fn from_json(json: &Json) -> Self {
         let chat_template = match json.get("chat_template") {
             Some(Json::String(s)) => Some(s.clone()),
@@ -63,7 +64,7 @@ fn read(path: &Path) -> Result<String> {
 }
 
 /// Loads a model folder into a [`ChatTokenizer`].
-pub fn load(dir: &Path) -> Result<ChatTokenizer> {
+pub(crate) fn load(dir: &Path) -> Result<ChatTokenizer> {
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
     let config_path = dir.join("tokenizer_config.json");
     let config = if config_path.exists() {
@@ -85,13 +86,6 @@ pub fn load(dir: &Path) -> Result<ChatTokenizer> {
     Ok(ChatTokenizer::new(
         tokenizer,
         template,
-        vars_from(&config.special_tokens),
+        string_vars(&config.special_tokens),
     ))
-}
-
-pub fn vars_from(pairs: &[(String, String)]) -> Vars {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-        .collect()
 }

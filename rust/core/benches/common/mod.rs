@@ -54,6 +54,7 @@ impl Rng {
 pub struct ThreadCpuTime;
 
 #[cfg(unix)]
+#[allow(unsafe_code)] // the one libc call; the crate itself has no unsafe code
 fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,

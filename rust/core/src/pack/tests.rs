@@ -1,3 +1,6 @@
+// The packing-quality tests report what they measured (`cargo test -- --nocapture`).
+#![allow(clippy::print_stdout)]
+
 use std::collections::HashMap;
 
 use super::*;

@@ -26,19 +26,25 @@ pub fn register(env: &mut Environment<'static>) {
     use minijinja::filters as builtin;
     env.add_filter(
         "select",
-        |state: &mut State, v: Value, test: Option<Cow<'_, str>>, args: Rest<ValueOrKwargs>| {
+        |state: &mut State<'_, '_>,
+         v: Value,
+         test: Option<Cow<'_, str>>,
+         args: Rest<ValueOrKwargs>| {
             builtin::select(state, none_as_empty(v), test, args).map(generator)
         },
     );
     env.add_filter(
         "reject",
-        |state: &mut State, v: Value, test: Option<Cow<'_, str>>, args: Rest<ValueOrKwargs>| {
+        |state: &mut State<'_, '_>,
+         v: Value,
+         test: Option<Cow<'_, str>>,
+         args: Rest<ValueOrKwargs>| {
             builtin::reject(state, none_as_empty(v), test, args).map(generator)
         },
     );
     env.add_filter(
         "selectattr",
-        |state: &mut State,
+        |state: &mut State<'_, '_>,
          v: Value,
          attr: Cow<'_, str>,
          test: Option<Cow<'_, str>>,
@@ -48,7 +54,7 @@ pub fn register(env: &mut Environment<'static>) {
     );
     env.add_filter(
         "rejectattr",
-        |state: &mut State,
+        |state: &mut State<'_, '_>,
          v: Value,
          attr: Cow<'_, str>,
          test: Option<Cow<'_, str>>,
@@ -58,7 +64,7 @@ pub fn register(env: &mut Environment<'static>) {
     );
     env.add_filter(
         "map",
-        |state: &mut State, v: Value, args: Rest<ValueOrKwargs>| {
+        |state: &mut State<'_, '_>, v: Value, args: Rest<ValueOrKwargs>| {
             builtin::map(state, none_as_empty(v), args).map(generator)
         },
     );

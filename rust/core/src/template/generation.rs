@@ -25,7 +25,7 @@ pub fn rewrite_tags(source: &str) -> Option<String> {
         return None;
     }
     Some(
-        re.replace_all(source, |caps: &regex::Captures| {
+        re.replace_all(source, |caps: &regex::Captures<'_>| {
             let (open, close) = (&caps[1], &caps[3]);
             if caps.get(2).is_some() {
                 format!("{{%{open} endfilter {close}%}}")

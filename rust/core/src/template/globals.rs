@@ -128,7 +128,7 @@ pub fn strftime(secs: i64, format: &str) -> String {
 /// Python methods that minijinja-contrib's `pycompat` lacks, then `pycompat` itself. List
 /// mutation (`append`, `pop`, ...) is refused, as transformers' sandbox refuses it.
 pub fn unknown_method(
-    state: &mut State,
+    state: &mut State<'_, '_>,
     value: &Value,
     method: &str,
     args: &[Value],

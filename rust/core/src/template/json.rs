@@ -82,7 +82,7 @@ pub fn tojson(
 }
 
 fn write_value(value: &Value, opts: &Options, level: usize, out: &mut String) -> Result<(), Error> {
-    if crate::template::value::is_none(value) {
+    if super::value::is_none(value) {
         out.push_str("null");
         return Ok(());
     }
@@ -220,7 +220,7 @@ mod tests {
     fn dumps(json: serde_json::Value, kwargs: Vec<(&str, Value)>) -> String {
         let kwargs = Kwargs::from_iter(kwargs.into_iter().map(|(k, v)| (k.to_string(), v)));
         tojson(
-            &crate::template::value::from_json(&json),
+            &crate::template::from_json(&json),
             minijinja::value::Rest(vec![]),
             kwargs,
         )

@@ -3,12 +3,16 @@
 //! `raise_exception`, `strftime_now`), so the output is byte-identical to
 //! `apply_chat_template(tokenize=False)`.
 
+mod conversation;
 mod filters;
 mod generation;
 mod globals;
 mod json;
-pub mod pyrepr;
-pub mod value;
+mod pyrepr;
+mod value;
+
+pub use conversation::{Conversation, Message, KNOWN_ROLES};
+pub use value::from_json;
 
 use crate::{Error, Result};
 use minijinja::syntax::SyntaxConfig;
@@ -30,8 +34,21 @@ pub struct ChatTemplate {
 /// One rendering: the text and the byte ranges of its `{% generation %}` blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The rendered text.
     pub text: String,
+    /// Byte ranges of `text` that `{% generation %}` blocks produced, in order.
     pub generation: Vec<Range<usize>>,
+}
+
+/// Template variables (`bos_token`, per-call keywords, ...), later entries winning.
+pub type Vars = Vec<(String, Value)>;
+
+/// String-valued template variables (the special tokens of a tokenizer config) as [`Vars`].
+pub fn string_vars(pairs: &[(String, String)]) -> Vars {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect()
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -63,7 +80,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(globals::unknown_method);
         filters::register(&mut env);
         env.add_filter("tojson", json::tojson);
-        env.add_filter("string", |v: minijinja::value::Value| {
+        env.add_filter("string", |v: Value| {
             let mut text = String::new();
             pyrepr::py_str(&v, &mut text);
             text
@@ -160,7 +177,7 @@ mod tests {
 
     fn render(source: &str, messages: serde_json::Value) -> Result<String> {
         let t = ChatTemplate::new(source)?;
-        let ctx = context(value::from_json(&messages), Value::from(()), false, []);
+        let ctx = context(from_json(&messages), Value::from(()), false, []);
         Ok(t.render(&ctx)?.text)
     }
 
@@ -200,12 +217,7 @@ mod tests {
         let t = ChatTemplate::new(src).unwrap();
         let msgs = json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "é"}]);
         let r = t
-            .render(&context(
-                value::from_json(&msgs),
-                Value::from(()),
-                false,
-                [],
-            ))
+            .render(&context(from_json(&msgs), Value::from(()), false, []))
             .unwrap();
         assert_eq!(r.text, "U: q\nA: é"); // trim_blocks eats the newline after the end tag
         assert_eq!(&r.text[r.generation[0].clone()], " é");

@@ -15,7 +15,7 @@ pub fn py_str(value: &Value, out: &mut String) {
 
 /// `repr(x)` as Python gives it for JSON-like values.
 pub fn py_repr(value: &Value, out: &mut String) {
-    if crate::template::value::is_none(value) {
+    if super::value::is_none(value) {
         out.push_str("None");
         return;
     }
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn containers_use_python_repr() {
-        let v = crate::template::value::from_json(
+        let v = crate::template::from_json(
             &serde_json::json!({"a": [1, "x'y", true, null, 2.0], "b": "q\"'"}),
         );
         let mut out = String::new();

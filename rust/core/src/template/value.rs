@@ -2,6 +2,7 @@
 
 use minijinja::value::Value;
 
+/// A JSON value as the template value transformers' Jinja2 would see (objects keep key order).
 pub fn from_json(json: &serde_json::Value) -> Value {
     match json {
         serde_json::Value::Null => Value::from(()),

@@ -1,5 +1,5 @@
-//! Where an assistant message lies in a rendering, from the diff between the rendering and the
-//! same conversation with that message blanked; and the end-of-turn token that follows it.
+//! Where an assistant message lies in a rendering: the diff between the rendering and the same
+//! conversation with that message blanked, and the other cuts of the same change (its shifts).
 
 use std::ops::Range;
 
@@ -34,10 +34,12 @@ impl<'a> Blanked<'a> {
         }
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.full.len() - (self.at.1 - self.at.0) + self.with.len()
     }
 
+    /// Whether the text is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -88,6 +90,7 @@ pub struct Diff {
     pub blank_end: usize,
 }
 
+/// The region of `full` that differs from `blank` (see [`Diff`]).
 pub fn diff(full: &str, blank: &str) -> Diff {
     diff_blanked(full, &Blanked::whole(full, blank))
 }
@@ -205,61 +208,6 @@ impl Diff {
                 });
             }
         })
-    }
-}
-
-/// Extends a span ending at `end` over whitespace and then one end-of-turn token, if the text
-/// there is exactly that; `eot_at` tells the length of an end-of-turn token starting at a position.
-pub fn extend_over_eot(text: &str, end: usize, eot_at: impl Fn(usize) -> Option<usize>) -> usize {
-    let rest = &text[end..];
-    let ws = rest.len() - rest.trim_start().len();
-    match eot_at(end + ws) {
-        Some(len) => end + ws + len,
-        None => end,
-    }
-}
-
-/// Indices of the tokens whose byte range overlaps any of `spans` (sorted, disjoint).
-pub fn tokens_overlapping(offsets: &[(usize, usize)], spans: &[Range<usize>]) -> Vec<bool> {
-    let mut mask = vec![false; offsets.len()];
-    let mut s = 0;
-    for (i, &(a, b)) in offsets.iter().enumerate() {
-        while s < spans.len() && spans[s].end <= a {
-            s += 1;
-        }
-        if s == spans.len() {
-            break;
-        }
-        if a < b && a < spans[s].end && b > spans[s].start {
-            mask[i] = true;
-        }
-    }
-    mask
-}
-
-/// Byte offsets to character offsets (Python indexes strings by character).
-pub struct CharIndex {
-    /// Chars started before each byte position.
-    counts: Vec<u32>,
-}
-
-impl CharIndex {
-    pub fn new(text: &str) -> Self {
-        let mut counts = Vec::with_capacity(text.len() + 1);
-        let mut n = 0u32;
-        for b in text.bytes() {
-            counts.push(n);
-            // Count each char at its first byte, so an offset inside a char rounds up.
-            if (b & 0xC0) != 0x80 {
-                n += 1;
-            }
-        }
-        counts.push(n);
-        CharIndex { counts }
-    }
-
-    pub fn char_of(&self, byte: usize) -> usize {
-        self.counts[byte.min(self.counts.len() - 1)] as usize
     }
 }
 
@@ -395,22 +343,5 @@ mod tests {
         }
         assert!(checked > 500);
         assert!(Blanked::spliced("é", 0..1, "").is_none());
-    }
-
-    #[test]
-    fn eot_after_whitespace() {
-        let text = "answer \n<|end|>x";
-        let end = extend_over_eot(text, 6, |p| text[p..].starts_with("<|end|>").then_some(7));
-        assert_eq!(&text[..end], "answer \n<|end|>");
-        assert_eq!(extend_over_eot(text, 2, |_| None), 2);
-    }
-
-    #[test]
-    fn overlap_mask() {
-        let offsets = [(0, 2), (2, 4), (4, 6), (6, 8)];
-        assert_eq!(
-            tokens_overlapping(&offsets, &[3..5, 7..8]),
-            [false, true, true, true]
-        );
     }
 }

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::tiktoken::tokenizer_from_ranks;
-use crate::tokenizer::{Backend, TextTokenizer};
+use super::tiktoken::tokenizer_from_ranks;
+use super::{Backend, TextTokenizer};
 
 const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN35: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -243,8 +243,8 @@ fn char_offsets_count_code_points() {
 fn probe_rejects_an_encoder_that_reads_the_tokenizer_differently() {
     let llama = from_ranks(LLAMA3);
     let qwen = from_ranks(QWEN35);
-    let native = super::NativeBpe::from_tokenizer(&qwen).unwrap();
-    assert!(super::probe::check(&native, &qwen).is_ok());
-    let err = super::probe::check(&native, &llama).unwrap_err();
+    let native = super::bpe::NativeBpe::from_tokenizer(&qwen).unwrap();
+    assert!(super::native_check::check(&native, &qwen).is_ok());
+    let err = super::native_check::check(&native, &llama).unwrap_err();
     assert!(err.contains("first difference"), "{err}");
 }

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::added::AddedToken;
-use crate::tiktoken::byte_to_unicode;
+use crate::tokenizer::byte_level::unicode_to_byte;
 
 /// GPT-2's pattern, which `ByteLevel { use_regex: true }` applies.
 pub const GPT2_PATTERN: &str =
@@ -151,7 +151,7 @@ fn model(v: &Value) -> Result<Model, String> {
     if flag(v, "byte_fallback") {
         return Err("BPE byte_fallback".into());
     }
-    let decode = byte_decoder();
+    let decode = unicode_to_byte();
     let to_bytes = |token: &str| -> Option<Vec<u8>> {
         token
             .chars()
@@ -188,15 +188,6 @@ fn model(v: &Value) -> Result<Model, String> {
         }
     }
     Ok((vocab, merges, flag(v, "ignore_merges")))
-}
-
-/// Byte-level alphabet character (as a code point below 0x200) -> byte.
-fn byte_decoder() -> Vec<Option<u8>> {
-    let mut decode = vec![None; 0x200];
-    for (b, c) in byte_to_unicode().iter().enumerate() {
-        decode[*c as usize] = Some(b as u8);
-    }
-    decode
 }
 
 fn added_tokens(v: &Value) -> Result<Vec<AddedToken>, String> {

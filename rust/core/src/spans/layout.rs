@@ -25,6 +25,8 @@
 //! check that no message changes another's text. If any check fails the caller falls back to
 //! rendering per message, so a template that is not local costs time, never correctness.
 
+use super::{blank_message, diff::Blanked, Renderer};
+use minijinja::value::Value;
 use std::ops::Range;
 
 /// Marker characters from a Private Use plane: they survive `strip`, `split` and friends, and a
@@ -171,6 +173,99 @@ pub fn place(full: &str, z: &str, regions: &[Region<'_>]) -> Option<Vec<Range<us
         zpos = r.blank.end;
     }
     (full.get(fpos..)? == z.get(zpos..)?).then_some(out)
+}
+
+/// Every target's blanked rendering, known from the layout renderings.
+pub(crate) struct Layout {
+    /// The rendering with every target blanked.
+    blanked: String,
+    /// Per target: its own text's range in the full rendering, and the range of `blanked` that
+    /// takes its place when it alone is blanked.
+    regions: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Layout {
+    /// The layout of `targets` (message indices) in `text`, the full rendering of `messages`, or
+    /// `None` when the template is not local.
+    pub(crate) fn build(
+        renderer: &Renderer<'_>,
+        messages: &[Value],
+        targets: &[usize],
+        text: &str,
+    ) -> Option<Layout> {
+        if !marker_free(text) {
+            return None;
+        }
+        let render_with = |content: &dyn Fn(usize) -> Option<String>| -> Option<String> {
+            let mut replaced = messages.to_vec();
+            for (j, &i) in targets.iter().enumerate() {
+                if let Some(c) = content(j) {
+                    replaced[i] = blank_message(Value::from(c));
+                }
+            }
+            renderer.text(&replaced, false)
+        };
+        let k = targets.len();
+        let marked = render_with(&|j| Some(marker(j)))?;
+        let t = split_all_marked(&marked, k)?;
+        let blanked = render_with(&|_| Some(String::new()))?;
+        if !is_concatenation(&blanked, &t) {
+            return None;
+        }
+        let even = render_with(&|j| (j % 2 == 0).then(|| marker(j)))?;
+        let odd = if k > 1 {
+            render_with(&|j| (j % 2 == 1).then(|| marker(j)))?
+        } else {
+            text.to_string()
+        };
+        let mut windows = vec![None; k];
+        self::windows(&even, k, 0, &mut windows)?;
+        self::windows(&odd, k, 1, &mut windows)?;
+        let regions = regions(&t, &windows)?;
+        let placed = place(text, &blanked, &regions)?;
+        let regions = placed
+            .into_iter()
+            .zip(&regions)
+            .map(|(at, r)| (at, r.blank.clone()))
+            .collect();
+        let layout = Layout { blanked, regions };
+        // The parity renderings check every pair of messages at an odd distance (one blank, the
+        // other intact). Pairs at even distances are checked by blanking along the other bits of
+        // the index: each pair differs in some bit, so some rendering blanks one and keeps the
+        // other, and must equal what the layout predicts.
+        let mut bit = 1;
+        while (1usize << bit) < k {
+            let blank = |j: usize| (j >> bit) & 1 == 0;
+            let rendered = render_with(&|j| blank(j).then(String::new))?;
+            if rendered != layout.with_blanked(text, blank) {
+                return None;
+            }
+            bit += 1;
+        }
+        Some(layout)
+    }
+
+    /// The full rendering with the targets `blank(j)` says blanked.
+    fn with_blanked(&self, full: &str, blank: impl Fn(usize) -> bool) -> String {
+        let mut out = String::with_capacity(full.len());
+        let mut pos = 0;
+        for (j, (own, blank_range)) in self.regions.iter().enumerate() {
+            if blank(j) {
+                out.push_str(&full[pos..own.start]);
+                out.push_str(&self.blanked[blank_range.clone()]);
+                pos = own.end;
+            }
+        }
+        out.push_str(&full[pos..]);
+        out
+    }
+
+    /// The full rendering with target `j` alone blanked (`None` would mean a region off char
+    /// boundaries, which [`place`] does not produce; the caller then renders it).
+    pub(crate) fn blanked<'a>(&'a self, full: &'a str, j: usize) -> Option<Blanked<'a>> {
+        let (own, blank) = self.regions.get(j)?;
+        Blanked::spliced(full, own.clone(), self.blanked.get(blank.clone())?)
+    }
 }
 
 #[cfg(test)]

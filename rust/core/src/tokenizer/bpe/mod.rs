@@ -14,7 +14,6 @@ pub mod added;
 pub mod config;
 pub mod merge;
 pub mod pattern;
-pub mod probe;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,7 +24,7 @@ use config::Config;
 use merge::MergeModel;
 use pattern::{SplitCaches, SplitRegex};
 
-use crate::tokenizer::Tokens;
+use crate::tokenizer::tokens::Tokens;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 /// Per-thread caches are kept for this many encoders at most.
@@ -74,6 +73,11 @@ impl NativeBpe {
             stages,
             model: MergeModel::new(config.vocab, &config.merges, config.ignore_merges)?,
         })
+    }
+
+    /// Whether the tokenizer normalizes text to NFC (then text not in NFC is left to `tokenizers`).
+    pub fn normalizes_nfc(&self) -> bool {
+        self.nfc
     }
 
     /// Ids and byte offsets of `text`, as `tokenizers` gives them (a token that covers part of a
@@ -161,6 +165,3 @@ fn offsets(text: &str, starts: &[usize]) -> Vec<(usize, usize)> {
         .map(|(&s, e)| (floor(s), ceil(e)))
         .collect()
 }
-
-#[cfg(test)]
-mod tests;

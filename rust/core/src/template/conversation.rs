@@ -2,7 +2,7 @@
 //! objects with a known role and well-typed content), keys whose value is null dropped, and
 //! reasoning aliased under `thinking` and `reasoning_content`.
 
-use crate::template::value::from_json;
+use super::value::from_json;
 use crate::{Error, Result};
 use minijinja::value::Value;
 use serde_json::{Map, Value as Json};
@@ -27,6 +27,7 @@ const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning
 /// One message, ready for the template.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The message's `role`.
     pub role: String,
     /// OpenAI fine-tuning's `weight`: `Some(false)` excludes an assistant message from training.
     pub weight: Option<bool>,
@@ -35,6 +36,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// Whether the message is an assistant turn.
     pub fn is_assistant(&self) -> bool {
         self.role == "assistant"
     }
@@ -43,6 +45,7 @@ impl Message {
 /// A validated conversation.
 #[derive(Debug, Clone)]
 pub struct Conversation {
+    /// The messages, in order.
     pub messages: Vec<Message>,
 }
 

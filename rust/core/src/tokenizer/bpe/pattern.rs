@@ -20,7 +20,7 @@
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Anchored, Input};
 
-use crate::tiktoken::{class_end, escape_end};
+use crate::tokenizer::regex_dialect::{class_end, escape_end};
 
 /// cl100k's pattern as `tiktoken::load` rewrites it for Oniguruma, and the same without its
 /// possessive quantifiers and atomic group. Every quantified item there is followed by something

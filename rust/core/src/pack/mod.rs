@@ -80,6 +80,7 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A sample with the given id, tokens and per-token trained flags.
     pub fn new(id: u64, input_ids: Vec<u32>, mask: Vec<bool>) -> Self {
         Self {
             id,
@@ -159,6 +160,19 @@ pub enum Admission {
     Dropped(DropReason),
 }
 
+impl Admission {
+    /// The name the Python API reports: `accepted`, `truncated` or `dropped_<reason>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Admission::Accepted => "accepted",
+            Admission::Truncated => "truncated",
+            Admission::Dropped(DropReason::Empty) => "dropped_empty",
+            Admission::Dropped(DropReason::TooLong) => "dropped_too_long",
+            Admission::Dropped(DropReason::NothingToTrain) => "dropped_nothing_to_train",
+        }
+    }
+}
+
 /// Running totals. Sample counters change on push; row and token counters when rows are
 /// emitted (materialized by [`Packer::pop_ready`] / [`Packer::flush`] / [`pack`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -169,8 +183,11 @@ pub struct PackStats {
     pub packed: u64,
     /// Admitted samples not emitted yet (buffered or in open rows); 0 after a flush.
     pub pending: u64,
+    /// Samples longer than `seq_len`, dropped ([`Overflow::Drop`]).
     pub dropped_too_long: u64,
+    /// Samples without a trained target, dropped.
     pub dropped_nothing_to_train: u64,
+    /// Samples without tokens, dropped.
     pub dropped_empty: u64,
     /// Admitted samples that were cut to `seq_len` (a subset of `packed + pending`).
     pub truncated: u64,
@@ -205,10 +222,15 @@ impl PackStats {
 /// with [`Self::row_doc_offsets`] delimiting each row's documents.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PackedRows {
+    /// Length of every row.
     pub seq_len: usize,
+    /// Token ids; padding is [`PackOptions::pad_id`], always at a row's end.
     pub input_ids: Vec<u32>,
+    /// The next token where it is trained and in the same document, else [`IGNORE_INDEX`].
     pub labels: Vec<i32>,
+    /// Positions restarting at `0` for every document (and for the padding run).
     pub position_ids: Vec<i32>,
+    /// The document's index in its row; padding gets the row's document count.
     pub document_ids: Vec<i32>,
     /// Length of every document (padding excluded), row 0's documents first.
     pub doc_lens: Vec<u32>,
@@ -233,6 +255,18 @@ impl PackedRows {
         self.row_doc_offsets.len().saturating_sub(1)
     }
 
+    /// Non-padding positions over all positions of these rows (0 for no rows).
+    pub fn efficiency(&self) -> f64 {
+        let used: u64 = self.doc_lens.iter().map(|&l| l as u64).sum();
+        let all = (self.rows() * self.seq_len) as u64;
+        if all == 0 {
+            0.0
+        } else {
+            used as f64 / all as f64
+        }
+    }
+
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.rows() == 0
     }
@@ -373,7 +407,9 @@ impl PackedRows {
 /// `pack`'s result: the rows and the run's statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
+    /// The packed rows.
     pub rows: PackedRows,
+    /// What happened to every sample.
     pub stats: PackStats,
 }
 
@@ -574,6 +610,7 @@ pub struct Packer {
 }
 
 impl Packer {
+    /// A packer of rows of `seq_len` tokens; fails on a `seq_len` or option out of range.
     pub fn new(seq_len: usize, options: PackOptions) -> Result<Self> {
         validate(seq_len, &options)?;
         Ok(Self {
@@ -586,10 +623,12 @@ impl Packer {
         })
     }
 
+    /// Length of every row.
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }
 
+    /// The options it packs with.
     pub fn options(&self) -> &PackOptions {
         &self.options
     }

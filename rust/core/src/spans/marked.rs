@@ -1,7 +1,7 @@
 //! Generation-prompt renderings at a fraction of their cost: message contents replaced by short
 //! markers.
 //!
-//! Where the generation prompt cannot be found in the text (see [`crate::prompt_start`]),
+//! Where the generation prompt cannot be found in the text (see [`super::prompt_start`]),
 //! `start="prompt"` renders `messages[:i]` with the generation prompt for every supervised message
 //! `i`, and asks whether that text is a prefix of the full rendering. Those prefixes sum to about
 //! half the conversation per message, quadratic in turns, and most of their bytes are the messages'
@@ -13,12 +13,14 @@
 //! which is checked on the whole conversation: its marked rendering, with the markers expanded, must
 //! be the full rendering byte for byte. Otherwise the caller renders the real prompts.
 
+use super::Renderer;
 use minijinja::value::{Value, ValueKind};
 
 const OPEN: char = '\u{F0002}';
 const CLOSE: char = '\u{F0003}';
 
 /// Messages whose string contents are replaced by markers, and the contents by message index.
+#[derive(Debug)]
 pub struct Compressed {
     pub messages: Vec<Value>,
     contents: Vec<Option<String>>,
@@ -79,6 +81,14 @@ fn with_content(message: &Value, content: Value) -> Option<Value> {
 }
 
 impl Compressed {
+    /// The messages with marked contents, if the template prints contents verbatim: checked on
+    /// the whole conversation, whose marked rendering must expand to `text`, the full one.
+    pub(crate) fn checked(renderer: &Renderer<'_>, messages: &[Value], text: &str) -> Option<Self> {
+        let c = compress(messages)?;
+        let marked = renderer.text(&c.messages, false)?;
+        (c.expanded_prefix_of(&marked, text) == Some(text.len())).then_some(c)
+    }
+
     /// If `marked` with its markers expanded is a prefix of `full`, the prefix's length.
     pub fn expanded_prefix_of(&self, marked: &str, full: &str) -> Option<usize> {
         let mut pos = 0;

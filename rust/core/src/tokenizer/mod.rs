@@ -1,22 +1,58 @@
 //! Loading Hugging Face tokenizers and encoding text with byte offsets. The chat template owns
 //! BOS/EOS, so encoding never adds special tokens; added tokens are still split out first.
 //!
-//! Byte-level BPE tokenizers that qualify (see [`crate::bpe`]) are encoded by turnpack's own
+//! Byte-level BPE tokenizers that qualify (see `bpe/`) are encoded by turnpack's own
 //! encoder, which gives the same ids and offsets faster; the others by `tokenizers`.
 
-use crate::bpe::{probe, NativeBpe};
+mod bpe;
+mod byte_level;
+mod native_check;
+mod regex_dialect;
+#[cfg(test)]
+mod tests;
+pub mod tiktoken;
+mod tokens;
+
+pub use tokens::{CharIndex, Tokens};
+
 use crate::{Error, Result};
+use bpe::NativeBpe;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use tokens::encode_with;
 
 /// Which encoder turns text into ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// turnpack's byte-level BPE ([`crate::bpe`]).
+    /// turnpack's byte-level BPE (`bpe/`).
     Native,
     /// Hugging Face `tokenizers`.
     Tokenizers,
+}
+
+impl Backend {
+    /// The name the Python API uses: `"turnpack"` or `"tokenizers"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Native => "turnpack",
+            Backend::Tokenizers => "tokenizers",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "turnpack" => Ok(Backend::Native),
+            "tokenizers" => Ok(Backend::Tokenizers),
+            other => Err(Error::InvalidArgument(format!(
+                "bpe_backend must be \"turnpack\" or \"tokenizers\", not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// A Hugging Face tokenizer plus what span finding needs to know about its special tokens.
@@ -31,33 +67,8 @@ pub struct TextTokenizer {
     special_ids: HashSet<u32>,
 }
 
-/// Token ids with the byte range of the text each one covers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tokens {
-    pub ids: Vec<u32>,
-    pub offsets: Vec<(usize, usize)>,
-}
-
-impl Tokens {
-    /// The offsets as character (code point) positions in `text`, as Python's `tokenizers` gives
-    /// them.
-    pub fn char_offsets(&self, text: &str) -> Vec<(usize, usize)> {
-        // chars_before[b] = number of characters before byte b, at character boundaries.
-        let mut chars_before = vec![0usize; text.len() + 1];
-        let mut count = 0;
-        for (b, _) in text.char_indices() {
-            chars_before[b] = count;
-            count += 1;
-        }
-        chars_before[text.len()] = count;
-        self.offsets
-            .iter()
-            .map(|&(s, e)| (chars_before[s], chars_before[e]))
-            .collect()
-    }
-}
-
 impl TextTokenizer {
+    /// Loads a `tokenizer.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Io(format!(
@@ -68,6 +79,7 @@ impl TextTokenizer {
         Self::from_json_str(&text).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
     }
 
+    /// Loads a `tokenizer.json` text.
     pub fn from_json_str(json: &str) -> Result<Self> {
         let inner: tokenizers::Tokenizer = json
             .parse()
@@ -101,7 +113,7 @@ impl TextTokenizer {
             Some(json) => NativeBpe::from_json_str(json),
             None => NativeBpe::from_tokenizer(&inner),
         }
-        .and_then(|n| probe::check(&n, &inner).map(|()| Arc::new(n)));
+        .and_then(|n| native_check::check(&n, &inner).map(|()| Arc::new(n)));
         let backend = if native.is_ok() {
             Backend::Native
         } else {
@@ -116,6 +128,7 @@ impl TextTokenizer {
         }
     }
 
+    /// The encoder in use.
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -136,6 +149,7 @@ impl TextTokenizer {
         Ok(())
     }
 
+    /// The Hugging Face tokenizer itself.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
@@ -164,16 +178,37 @@ impl TextTokenizer {
             .map(|s| s.len())
     }
 
+    /// Whether `id` is a special added token.
     pub fn is_special_id(&self, id: u32) -> bool {
         self.special_ids.contains(&id)
     }
 
+    /// Texts of the special added tokens, longest first.
     pub fn special_tokens(&self) -> &[String] {
         &self.specials
     }
 
+    /// The id of token `token` (vocabulary or added), if any.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The highest id of the vocabulary or the added tokens, plus one: the rows a model's
+    /// embedding needs for every id this tokenizer can produce.
+    pub fn vocab_size(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&id| id as usize + 1)
+    }
+
+    /// Text of `ids` through the tokenizer's decoder, as `tokenizers`' `decode` gives it (ids
+    /// outside the vocabulary are left out; special tokens too with `skip_special_tokens`).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("decoding failed: {e}")))
     }
 
     /// The tokenizer as `tokenizer.json` text.
@@ -182,17 +217,6 @@ impl TextTokenizer {
             .to_string(false)
             .map_err(|e| Error::Tokenizer(format!("cannot serialize tokenizer: {e}")))
     }
-}
-
-/// `text` through `tokenizers` without BOS/EOS, as [`Tokens`].
-pub(crate) fn encode_with(tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Tokens> {
-    let encoding = tokenizer
-        .encode(text, false)
-        .map_err(|e| Error::Tokenizer(format!("tokenization failed: {e}")))?;
-    Ok(Tokens {
-        ids: encoding.get_ids().to_vec(),
-        offsets: encoding.get_offsets().to_vec(),
-    })
 }
 
 impl std::fmt::Debug for TextTokenizer {

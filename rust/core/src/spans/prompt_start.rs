@@ -10,7 +10,7 @@
 //! the exact one on the first and last supervised messages (templates treat those specially when
 //! they treat any specially), and renders per message when either disagrees.
 
-use crate::spans::Diff;
+use super::diff::Diff;
 
 /// Where the generation prompt `g` ends before a message whose text is `raw` (its diff against the
 /// rendering with it blanked): the end of the last occurrence of `g` in `text` between `lower` (the

@@ -1,0 +1,212 @@
+//! Batch encoding: many conversations encoded on worker threads, results in input order.
+//!
+//! The caller reads its inputs one at a time (the Python binding converts them while holding the
+//! GIL) and [`BatchEncoder::push`]es each; workers start encoding as soon as there is a second
+//! sample, so reading overlaps encoding. [`BatchEncoder::finish`] then encodes what is left on the
+//! calling thread alongside the workers, waits until every worker is idle again (see
+//! [`workers::run`]) and returns the results in input order. `threads` means threads in all, the
+//! calling thread included; with one, everything runs on the calling thread.
+//!
+//! Each sample's `finish` conversion (the binding's: character offsets, `i32` ids) runs on the
+//! thread that encoded it, so that it too is parallel. [`BatchEncoder::finish_into`] instead pushes
+//! each encoded sample straight into a [`Packer`], in input order.
+
+mod workers;
+
+pub use workers::default_threads;
+
+use crate::chat_tokenizer::{ChatTokenizer, Encoded};
+use crate::options::EncodeOptions;
+use crate::pack::{Packer, Sample};
+use crate::template::{from_json, Conversation, Vars};
+use crate::{error::guarded, Error, Result};
+use minijinja::value::Value;
+use serde_json::Value as Json;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// One input of a batch: a conversation's messages and, optionally, tools of its own (which then
+/// replace the batch's).
+#[derive(Debug, Clone)]
+pub struct BatchSample {
+    /// The messages, as JSON (checked by the worker that encodes them).
+    pub messages: Json,
+    /// This sample's tools, if it has its own.
+    pub tools: Option<Json>,
+}
+
+type Job = (usize, BatchSample);
+type Done<T> = (usize, Result<T>);
+
+/// One batch's work, shared by the threads that encode its samples.
+struct Work<T> {
+    tok: Arc<ChatTokenizer>,
+    tools: Value,
+    vars: Vars,
+    opts: EncodeOptions,
+    finish: Box<dyn Fn(Encoded) -> T + Send + Sync>,
+    /// Samples read so far; closed when all are read.
+    jobs: Mutex<mpsc::Receiver<Job>>,
+}
+
+impl<T> Work<T> {
+    /// Encodes queued samples until the queue is closed and empty.
+    fn drain(&self, done: &mpsc::Sender<Done<T>>) {
+        loop {
+            let job = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+            let Ok((i, sample)) = job else {
+                return;
+            };
+            let encoded = guarded(|| {
+                let conv = Conversation::from_json(&sample.messages)?;
+                let own_tools = sample.tools.as_ref().map(from_json);
+                let tools = own_tools.as_ref().unwrap_or(&self.tools);
+                self.tok
+                    .encode(&conv, tools, &self.vars, &self.opts)
+                    .map(&self.finish)
+            });
+            // the batch waits for every result (if it is gone, so is the need)
+            let _ = done.send((i, encoded));
+        }
+    }
+}
+
+/// A batch being read: push its inputs, then [`finish`](Self::finish) it.
+pub struct BatchEncoder<T> {
+    work: Arc<Work<T>>,
+    jobs: mpsc::Sender<Job>,
+    done_tx: mpsc::Sender<Done<T>>,
+    done_rx: mpsc::Receiver<Done<T>>,
+    /// Worker threads this batch may start (threads in all, less the calling one).
+    helpers: usize,
+    /// Per started worker: hears once that worker is idle again.
+    idle_again: Vec<mpsc::Receiver<()>>,
+    /// Inputs so far, pushed or skipped.
+    inputs: usize,
+    queued: usize,
+}
+
+impl<T> std::fmt::Debug for BatchEncoder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchEncoder")
+            .field("inputs", &self.inputs)
+            .field("queued", &self.queued)
+            .field("workers", &self.idle_again.len())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> BatchEncoder<T> {
+    /// A batch encoded with `tok`, the batch's `tools`, template variables and options, on
+    /// `threads` threads in all (`None`: [`default_threads`]); `finish` converts each result on
+    /// the thread that encoded it.
+    pub fn new(
+        tok: Arc<ChatTokenizer>,
+        tools: Value,
+        vars: Vars,
+        opts: EncodeOptions,
+        threads: Option<usize>,
+        finish: impl Fn(Encoded) -> T + Send + Sync + 'static,
+    ) -> Self {
+        let (jobs, job_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let threads = threads.unwrap_or_else(default_threads).max(1);
+        BatchEncoder {
+            work: Arc::new(Work {
+                tok,
+                tools,
+                vars,
+                opts,
+                finish: Box::new(finish),
+                jobs: Mutex::new(job_rx),
+            }),
+            jobs,
+            done_tx,
+            done_rx,
+            helpers: threads - 1,
+            idle_again: Vec::new(),
+            inputs: 0,
+            queued: 0,
+        }
+    }
+
+    /// Queues the next input; it is encoded as soon as a thread is free.
+    pub fn push(&mut self, sample: BatchSample) {
+        let index = self.inputs;
+        self.inputs += 1;
+        // the receiver lives in `work` until every worker is done: sending cannot fail
+        let _ = self.jobs.send((index, sample));
+        self.queued += 1;
+        // one worker per sample beyond the first: a batch of one needs none
+        if self.idle_again.len() < self.helpers.min(self.queued - 1) {
+            let (work, done) = (self.work.clone(), self.done_tx.clone());
+            // a worker that cannot start leaves its share to the others
+            if let Ok(idle) = workers::run(Box::new(move || work.drain(&done))) {
+                self.idle_again.push(idle);
+            }
+        }
+    }
+
+    /// Counts an input that the caller could not read: its result stays `None`.
+    pub fn skip(&mut self) {
+        self.inputs += 1;
+    }
+
+    /// Encodes what is left (on this thread too) and returns one result per input, in input
+    /// order: `None` for skipped inputs. Returns only once this batch's workers are idle again.
+    pub fn finish(self) -> Vec<Option<Result<T>>> {
+        let BatchEncoder {
+            work,
+            jobs,
+            done_tx,
+            done_rx,
+            idle_again,
+            inputs,
+            queued,
+            ..
+        } = self;
+        drop(jobs);
+        work.drain(&done_tx);
+        drop(done_tx);
+        let mut out: Vec<Option<Result<T>>> = (0..inputs).map(|_| None).collect();
+        // a worker that somehow stopped without sending drops its sender: no hang
+        for (i, result) in done_rx.iter().take(queued) {
+            out[i] = Some(result);
+        }
+        // back only once the workers are idle again (see `workers::run`)
+        for idle in idle_again {
+            let _ = idle.recv();
+        }
+        out
+    }
+}
+
+impl BatchEncoder<Encoded> {
+    /// [`finish`](Self::finish), pushing each encoded input into `packer` under its id in
+    /// `sample_ids` (one per input), in input order. Returns per input the error that kept it
+    /// out, if any (the packer's own stats count what it drops).
+    pub fn finish_into(
+        self,
+        packer: &mut Packer,
+        sample_ids: &[u64],
+    ) -> Result<Vec<Option<Error>>> {
+        if sample_ids.len() != self.inputs {
+            return Err(Error::InvalidArgument(format!(
+                "sample_ids has {} entries for {} samples",
+                sample_ids.len(),
+                self.inputs
+            )));
+        }
+        let mut errors = Vec::with_capacity(self.inputs);
+        for (result, &id) in self.finish().into_iter().zip(sample_ids) {
+            errors.push(match result {
+                Some(Ok(enc)) => {
+                    packer.push(Sample::new(id, enc.ids, enc.mask))?;
+                    None
+                }
+                Some(Err(e)) => Some(e),
+                None => None,
+            });
+        }
+        Ok(errors)
+    }
+}

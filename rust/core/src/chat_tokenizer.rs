@@ -1,0 +1,178 @@
+//! [`ChatTokenizer`]: a chat template plus a tokenizer. It renders conversations and encodes them
+//! into token ids with a mask of the tokens the model learns to write.
+
+use crate::options::{Boundary, EncodeOptions};
+use crate::spans::{mask, Renderer, SpanFinder};
+use crate::template::{self, ChatTemplate, Conversation, Rendered, Vars};
+use crate::tokenizer::{CharIndex, TextTokenizer, Tokens};
+use crate::{model_dir, Error, Result};
+use minijinja::value::Value;
+use std::ops::Range;
+use std::path::Path;
+
+/// One encoded conversation. Offsets and spans are byte positions in `text`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encoded {
+    /// The rendering.
+    pub text: String,
+    /// Token ids of `text`.
+    pub ids: Vec<u32>,
+    /// Byte range of `text` per token.
+    pub offsets: Vec<(usize, usize)>,
+    /// Per token: whether it is trained.
+    pub mask: Vec<bool>,
+    /// Trained byte ranges of `text` (end-of-turn included), in order.
+    pub spans: Vec<Range<usize>>,
+    /// The message index of each span (`None` for generation blocks and `Supervise::All`).
+    pub span_messages: Vec<Option<usize>>,
+    /// Assistant messages chosen for training that render no text of their own.
+    pub skipped: Vec<usize>,
+    /// How many times the template was rendered to encode this conversation.
+    pub renders: usize,
+}
+
+impl Encoded {
+    /// Number of trained tokens.
+    pub fn num_trained(&self) -> usize {
+        self.mask.iter().filter(|&&m| m).count()
+    }
+
+    /// A character index of `text`, to express offsets and spans as Python's string positions.
+    pub fn char_index(&self) -> CharIndex {
+        CharIndex::new(&self.text)
+    }
+}
+
+/// A chat template and a tokenizer, with the template variables every rendering sees.
+#[derive(Clone, Debug)]
+pub struct ChatTokenizer {
+    /// Turns text into token ids.
+    pub tokenizer: TextTokenizer,
+    /// The chat template, if the tokenizer has one.
+    pub template: Option<ChatTemplate>,
+    /// Variables every rendering sees (`bos_token`, `eos_token`, ...).
+    pub vars: Vars,
+}
+
+impl ChatTokenizer {
+    /// Combines the parts.
+    pub fn new(tokenizer: TextTokenizer, template: Option<ChatTemplate>, vars: Vars) -> Self {
+        ChatTokenizer {
+            tokenizer,
+            template,
+            vars,
+        }
+    }
+
+    /// Combines a tokenizer with a template's source (compiled here) and string template variables
+    /// (`bos_token`, ... as in `tokenizer_config.json`).
+    pub fn from_parts(
+        tokenizer: TextTokenizer,
+        template_source: Option<&str>,
+        special_tokens: &[(String, String)],
+    ) -> Result<Self> {
+        let template = template_source.map(ChatTemplate::new).transpose()?;
+        Ok(Self::new(
+            tokenizer,
+            template,
+            template::string_vars(special_tokens),
+        ))
+    }
+
+    /// Loads a Hugging Face model folder (`tokenizer.json`, `tokenizer_config.json`,
+    /// `chat_template.jinja`).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        model_dir::load(dir)
+    }
+
+    fn template(&self) -> Result<&ChatTemplate> {
+        self.template
+            .as_ref()
+            .ok_or_else(|| Error::Template("this tokenizer has no chat template".into()))
+    }
+
+    /// Renders `messages` (already prepared template values) with the stored and per-call variables.
+    pub fn render_values(
+        &self,
+        messages: &[Value],
+        tools: &Value,
+        add_generation_prompt: bool,
+        vars: &Vars,
+    ) -> Result<Rendered> {
+        Renderer::new(self.template()?, &self.vars, vars, tools)
+            .render(messages, add_generation_prompt)
+    }
+
+    /// Renders a conversation to text, as `apply_chat_template(tokenize=False)` does.
+    pub fn render(
+        &self,
+        conv: &Conversation,
+        tools: &Value,
+        add_generation_prompt: bool,
+        vars: &Vars,
+    ) -> Result<String> {
+        Ok(self
+            .render_values(&conv.values(), tools, add_generation_prompt, vars)?
+            .text)
+    }
+
+    /// Renders and encodes `conv`, marking what the model must learn to write.
+    pub fn encode(
+        &self,
+        conv: &Conversation,
+        tools: &Value,
+        vars: &Vars,
+        opts: &EncodeOptions,
+    ) -> Result<Encoded> {
+        let renderer = Renderer::new(self.template()?, &self.vars, vars, tools);
+        let messages = conv.values();
+        let full = renderer.render(&messages, false)?;
+        let text = full.text.as_str();
+        let tokens = self.tokenizer.encode(text)?;
+        let found = SpanFinder {
+            renderer: &renderer,
+            tokenizer: &self.tokenizer,
+            conversation: conv,
+            messages: &messages,
+            full: &full,
+            offsets: &tokens.offsets,
+        }
+        .find(opts)?;
+        let tokens = match opts.boundary {
+            Boundary::Merge => tokens,
+            Boundary::Split => self.encode_split(text, &found.spans)?,
+        };
+        Ok(Encoded {
+            mask: mask::tokens_overlapping(&tokens.offsets, &found.spans),
+            ids: tokens.ids,
+            offsets: tokens.offsets,
+            spans: found.spans,
+            span_messages: found.span_messages,
+            skipped: found.skipped,
+            renders: renderer.count(),
+            text: full.text,
+        })
+    }
+
+    /// Tokenizes the text between spans and each span on its own.
+    fn encode_split(&self, text: &str, spans: &[Range<usize>]) -> Result<Tokens> {
+        let mut cuts = vec![0];
+        for s in spans {
+            cuts.push(s.start);
+            cuts.push(s.end);
+        }
+        cuts.push(text.len());
+        let mut out = Tokens::default();
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a >= b {
+                continue;
+            }
+            let piece = self.tokenizer.encode(&text[a..b])?;
+            out.ids.extend(piece.ids);
+            out.offsets
+                .extend(piece.offsets.into_iter().map(|(x, y)| (x + a, y + a)));
+        }
+        Ok(out)
+    }
+}

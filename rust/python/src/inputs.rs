@@ -1,0 +1,104 @@
+//! Reading a method's Python inputs (conversations, tools, template keywords, batch samples) into
+//! the core's JSON and template values. Errors name where the bad value sits.
+
+use crate::convert::to_json;
+use crate::errors::{to_py, ConversationError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use turnpack_core::{from_json, BatchEncoder, BatchSample, Conversation, Vars};
+
+/// A conversation (a list of message dicts), checked and prepared by the core.
+pub fn conversation(messages: &Bound<'_, PyAny>) -> PyResult<Conversation> {
+    let json = to_json(messages, &mut "messages".to_string())?;
+    Conversation::from_json(&json).map_err(to_py)
+}
+
+/// The `tools` argument as a template value (`None` when absent).
+pub fn tools_value(tools: Option<&Bound<'_, PyAny>>) -> PyResult<minijinja::Value> {
+    match tools {
+        None => Ok(minijinja::Value::from(())),
+        Some(t) => Ok(from_json(&to_json(t, &mut "tools".to_string())?)),
+    }
+}
+
+/// Template keywords (`**template_kwargs`) as template variables.
+pub fn vars_from_dict(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vars> {
+    let mut vars = Vars::new();
+    if let Some(dict) = dict {
+        for (k, v) in dict.iter() {
+            let key: String = k.extract()?;
+            let mut path = key.clone();
+            vars.push((key, from_json(&to_json(&v, &mut path)?)));
+        }
+    }
+    Ok(vars)
+}
+
+/// A `{str: str}` dict (special tokens) as pairs.
+pub fn str_pairs(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
+    dict.map(|d| {
+        d.iter()
+            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+            .collect()
+    })
+    .unwrap_or(Ok(Vec::new()))
+}
+
+/// One batch item: a conversation (list of messages) or a dict with "messages" and optional
+/// "tools". Checking the messages is left to the thread that encodes them.
+fn batch_sample(item: &Bound<'_, PyAny>) -> PyResult<BatchSample> {
+    if let Ok(d) = item.cast::<PyDict>() {
+        let messages = d
+            .get_item("messages")?
+            .ok_or_else(|| ConversationError::new_err("a sample dict needs a 'messages' key"))?;
+        let tools = d.get_item("tools")?.filter(|t| !t.is_none());
+        Ok(BatchSample {
+            messages: to_json(&messages, &mut "messages".to_string())?,
+            tools: tools
+                .map(|t| to_json(&t, &mut "tools".to_string()))
+                .transpose()?,
+        })
+    } else {
+        Ok(BatchSample {
+            messages: to_json(item, &mut "messages".to_string())?,
+            tools: None,
+        })
+    }
+}
+
+/// Reads every item of `items` into `batch` (which starts encoding them as they come). Returns
+/// per item the error that kept it from being read (prefixed with its index), and the error that
+/// stopped the iteration itself, if any: the batch still has to be finished either way.
+pub fn read_batch<T: Send + 'static>(
+    py: Python<'_>,
+    items: &Bound<'_, PyAny>,
+    batch: &mut BatchEncoder<T>,
+) -> PyResult<(Vec<Option<PyErr>>, PyResult<()>)> {
+    let mut unread = Vec::new();
+    for (i, item) in items.try_iter()?.enumerate() {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => return Ok((unread, Err(e))),
+        };
+        match batch_sample(&item) {
+            Ok(sample) => {
+                batch.push(sample);
+                unread.push(None);
+            }
+            Err(e) => {
+                batch.skip();
+                unread.push(Some(with_sample(py, e, i)));
+            }
+        }
+    }
+    Ok((unread, Ok(())))
+}
+
+/// Prefixes a Python exception's message with the sample index, keeping its type.
+fn with_sample(py: Python<'_>, err: PyErr, index: usize) -> PyErr {
+    let message = format!("sample {index}: {}", err.value(py));
+    match err.get_type(py).call1((message,)) {
+        Ok(value) => PyErr::from_value(value),
+        Err(_) => err,
+    }
+}
