@@ -2,12 +2,26 @@
 
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any, Literal, TypeAlias, final, overload
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 __version__: str
+__all__ = [
+    "__version__",
+    "TurnpackError",
+    "TemplateError",
+    "ConversationError",
+    "TokenizerError",
+    "ChatTokenizer",
+    "Encoding",
+    "Packer",
+    "PackedBatch",
+    "render_template",
+    "pack",
+]
 
 Message: TypeAlias = Mapping[str, Any]
 Conversation: TypeAlias = Sequence[Message]
@@ -32,6 +46,8 @@ class ConversationError(TurnpackError):
 class TokenizerError(TurnpackError):
     """A tokenizer could not be loaded or used."""
 
+@final
+@disjoint_base
 class Encoding:
     """One encoded conversation. `offsets` and `spans` are character offsets into `text`."""
 
@@ -64,15 +80,17 @@ class Encoding:
         """How many times the template was rendered to encode this conversation."""
     def __len__(self) -> int: ...
 
+@final
+@disjoint_base
 class ChatTokenizer:
     """A tokenizer and a chat template: renders conversations and encodes them with training masks."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         tokenizer: str | PathLike[str],
         chat_template: str | None = None,
         special_tokens: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> ChatTokenizer:
         """Loads a tokenizer.json; `special_tokens` are template variables (`bos_token`, `eos_token`...)."""
     @staticmethod
     def from_dir(path: str | PathLike[str], chat_template: str | None = None) -> ChatTokenizer:
@@ -156,6 +174,7 @@ class ChatTokenizer:
     def tokenize(
         self, text: str, *, with_offsets: Literal[True]
     ) -> tuple[list[int], list[tuple[int, int]]]: ...
+    @overload
     def tokenize(
         self, text: str, *, with_offsets: bool = False
     ) -> list[int] | tuple[list[int], list[tuple[int, int]]]:
@@ -176,6 +195,14 @@ class ChatTokenizer:
     def with_bpe_backend(self, backend: BpeBackend) -> ChatTokenizer:
         """A copy that encodes with `backend`. Raises ValueError when asking for "turnpack" for
         a tokenizer that does not qualify (see `bpe_backend_unavailable`)."""
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """Text of token ids through the tokenizer's decoder, as `tokenizers.Tokenizer.decode` gives
+        it (ids outside the vocabulary are left out; special tokens too with `skip_special_tokens`)."""
+    @property
+    def vocab_size(self) -> int:
+        """The highest id of the vocabulary or the added tokens, plus one: the embedding rows a
+        model needs for every id this tokenizer produces (transformers' `len(tokenizer)` when ids
+        are contiguous)."""
     def to_tokenizer_json(self) -> str:
         """The tokenizer as tokenizer.json text (`tokenizers.Tokenizer.from_str` loads it)."""
     @property
@@ -194,6 +221,8 @@ def render_template(
 ) -> str:
     """Renders a chat template without a tokenizer."""
 
+@final
+@disjoint_base
 class PackedBatch:
     """Packed rows. Per-token arrays are `[rows, seq_len]`."""
 
@@ -249,24 +278,48 @@ def pack(
     Samples longer than `seq_len` are dropped (counted) or truncated (counted); samples with nothing
     to train are dropped and counted. `sample_ids` default to the input positions."""
 
+@final
+@disjoint_base
 class Packer:
     """Streaming `pack`: push samples, pop finished rows, `flush()` at the end."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         seq_len: int,
         *,
         buffer: int = 1024,
         max_open_rows: int = 16,
         overflow: Overflow = "drop",
         pad_id: int = 0,
-    ) -> None: ...
+    ) -> Packer: ...
     def push(
         self, sample: Sample, sample_id: int | None = None
     ) -> Literal["accepted", "truncated", "dropped_empty", "dropped_too_long", "dropped_nothing_to_train"]:
         """Adds a sample; `sample_id` defaults to the number of samples pushed before it."""
     def extend(self, samples: Iterable[Sample], sample_ids: Sequence[int] | None = None) -> int:
         """Pushes every sample; returns how many were admitted."""
+    def encode_extend(
+        self,
+        tokenizer: ChatTokenizer,
+        conversations: Iterable[Conversation | Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        sample_ids: Sequence[int] | None = None,
+        supervise: Supervise = "assistant",
+        eot: Eot = "auto",
+        start: Start = "prompt",
+        spans: SpanSource = "diff",
+        boundary: Boundary = "merge",
+        method: Method = "auto",
+        num_threads: int | None = None,
+        **template_kwargs: Any,
+    ) -> list[TurnpackError | None]:
+        """`tokenizer.encode_batch(conversations, ...)` pushed straight into this packer, in input
+        order, without making `Encoding`s (the ids and masks stay in Rust). Returns one entry per
+        input: None when it reached the packer (whose stats count it as packed, pending or dropped,
+        as `extend` would) or the exception that kept it out, exactly as
+        `encode_batch(on_error="skip")` returns it (naming `sample i`). `sample_ids` default to
+        consecutive ids continuing the count of samples given so far."""
     @property
     def ready_rows(self) -> int: ...
     def pop_ready(self) -> PackedBatch | None:
