@@ -6,7 +6,6 @@ from typing import Any, Literal, TypeAlias, final, overload
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import disjoint_base
 
 __version__: str
 __all__ = [
@@ -47,7 +46,6 @@ class TokenizerError(TurnpackError):
     """A tokenizer could not be loaded or used."""
 
 @final
-@disjoint_base
 class Encoding:
     """One encoded conversation. `offsets` and `spans` are character offsets into `text`."""
 
@@ -81,7 +79,6 @@ class Encoding:
     def __len__(self) -> int: ...
 
 @final
-@disjoint_base
 class ChatTokenizer:
     """A tokenizer and a chat template: renders conversations and encodes them with training masks."""
 
@@ -222,7 +219,6 @@ def render_template(
     """Renders a chat template without a tokenizer."""
 
 @final
-@disjoint_base
 class PackedBatch:
     """Packed rows. Per-token arrays are `[rows, seq_len]`."""
 
@@ -279,7 +275,6 @@ def pack(
     to train are dropped and counted. `sample_ids` default to the input positions."""
 
 @final
-@disjoint_base
 class Packer:
     """Streaming `pack`: push samples, pop finished rows, `flush()` at the end."""
 

@@ -82,7 +82,12 @@ impl ChatTokenizer {
     /// Loads a Hugging Face model folder (`tokenizer.json`, `tokenizer_config.json`,
     /// `chat_template.jinja`).
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        model_dir::load(dir)
+        let dir = model_dir::load(dir)?;
+        Self::from_parts(
+            dir.tokenizer,
+            dir.template_source.as_deref(),
+            &dir.special_tokens,
+        )
     }
 
     fn template(&self) -> Result<&ChatTemplate> {

@@ -68,9 +68,9 @@ pub use tokenizer::{tiktoken, Backend, CharIndex, TextTokenizer, Tokens};
 /// one by one. Not part of the API: no stability promised.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::spans::blank_message;
     pub use crate::spans::diff::{diff, Blanked};
     pub use crate::spans::layout::marker;
     pub use crate::spans::marked::compress;
     pub use crate::spans::mask::tokens_overlapping;
+    pub use crate::spans::render::blank_message;
 }

@@ -1,8 +1,6 @@
 //! Reading a Hugging Face model folder: `tokenizer.json`, the special tokens and chat template in
 //! `tokenizer_config.json`, or a `chat_template.jinja` file (which wins, as in transformers).
 
-use crate::chat_tokenizer::ChatTokenizer;
-use crate::template::{string_vars, ChatTemplate};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Result};
 use serde_json::Value as Json;
@@ -63,8 +61,16 @@ fn read(path: &Path) -> Result<String> {
         .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))
 }
 
-/// Loads a model folder into a [`ChatTokenizer`].
-pub(crate) fn load(dir: &Path) -> Result<ChatTokenizer> {
+/// What a model folder holds for chat rendering: its tokenizer, its chat template's source and
+/// its special tokens.
+pub(crate) struct ModelDir {
+    pub tokenizer: TextTokenizer,
+    pub template_source: Option<String>,
+    pub special_tokens: Vec<(String, String)>,
+}
+
+/// Reads a model folder.
+pub(crate) fn load(dir: &Path) -> Result<ModelDir> {
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
     let config_path = dir.join("tokenizer_config.json");
     let config = if config_path.exists() {
@@ -82,10 +88,9 @@ pub(crate) fn load(dir: &Path) -> Result<ChatTokenizer> {
     } else {
         config.chat_template.clone()
     };
-    let template = source.as_deref().map(ChatTemplate::new).transpose()?;
-    Ok(ChatTokenizer::new(
+    Ok(ModelDir {
         tokenizer,
-        template,
-        string_vars(&config.special_tokens),
-    ))
+        template_source: source,
+        special_tokens: config.special_tokens,
+    })
 }

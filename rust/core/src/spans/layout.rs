@@ -25,7 +25,8 @@
 //! check that no message changes another's text. If any check fails the caller falls back to
 //! rendering per message, so a template that is not local costs time, never correctness.
 
-use super::{blank_message, diff::Blanked, Renderer};
+use super::diff::Blanked;
+use super::render::{blank_message, Renderer};
 use minijinja::value::Value;
 use std::ops::Range;
 

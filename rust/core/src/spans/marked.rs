@@ -13,7 +13,7 @@
 //! which is checked on the whole conversation: its marked rendering, with the markers expanded, must
 //! be the full rendering byte for byte. Otherwise the caller renders the real prompts.
 
-use super::Renderer;
+use super::render::Renderer;
 use minijinja::value::{Value, ValueKind};
 
 const OPEN: char = '\u{F0002}';

@@ -22,16 +22,18 @@ pub(crate) mod layout;
 pub(crate) mod marked;
 pub(crate) mod mask;
 pub(crate) mod prompt_start;
+pub(crate) mod render;
+
+pub(crate) use render::{blank_message, Renderer};
 
 use crate::options::{EncodeOptions, Eot, Method, SpanSource, Start, Supervise};
-use crate::template::{self, ChatTemplate, Conversation, Rendered, Vars};
+use crate::template::{Conversation, Rendered};
 use crate::tokenizer::TextTokenizer;
 use crate::{Error, Result};
 use diff::{Blanked, Diff};
 use layout::Layout;
 use marked::Compressed;
 use minijinja::value::Value;
-use std::cell::Cell;
 use std::ops::Range;
 
 /// Below this many targets rendering per message is as cheap as the layout (four renderings and one
@@ -45,65 +47,6 @@ const HEADER_MIN_TARGETS: usize = 3;
 /// From this many targets on, generation prompts are rendered with marked contents (one extra,
 /// mostly content-free rendering checks that this is sound).
 const COMPRESSED_MIN_TARGETS: usize = 2;
-
-/// What every rendering of one conversation shares (the template, its variables, the tools), and
-/// how many renderings were made.
-pub(crate) struct Renderer<'a> {
-    template: &'a ChatTemplate,
-    /// The tokenizer's variables, then the call's (later ones win).
-    vars: [&'a Vars; 2],
-    tools: &'a Value,
-    count: Cell<usize>,
-}
-
-impl<'a> Renderer<'a> {
-    pub(crate) fn new(
-        template: &'a ChatTemplate,
-        stored: &'a Vars,
-        call: &'a Vars,
-        tools: &'a Value,
-    ) -> Self {
-        Renderer {
-            template,
-            vars: [stored, call],
-            tools,
-            count: Cell::new(0),
-        }
-    }
-
-    /// Renders `messages` (prepared template values).
-    pub(crate) fn render(
-        &self,
-        messages: &[Value],
-        add_generation_prompt: bool,
-    ) -> Result<Rendered> {
-        let vars = self
-            .vars
-            .iter()
-            .flat_map(|v| v.iter())
-            .map(|(k, v)| (k.as_str(), v));
-        let ctx = template::context(
-            Value::from(messages.to_vec()),
-            self.tools.clone(),
-            add_generation_prompt,
-            vars,
-        );
-        self.count.set(self.count.get() + 1);
-        self.template.render(&ctx)
-    }
-
-    /// The text of a rendering, or `None` when the template raises (a fast path then gives up).
-    fn text(&self, messages: &[Value], add_generation_prompt: bool) -> Option<String> {
-        self.render(messages, add_generation_prompt)
-            .ok()
-            .map(|r| r.text)
-    }
-
-    /// Renderings made so far.
-    pub(crate) fn count(&self) -> usize {
-        self.count.get()
-    }
-}
 
 /// The spans found in one rendering.
 #[derive(Debug, Default)]
@@ -194,7 +137,7 @@ impl SpanFinder<'_> {
     }
 
     fn generation_spans(&self, opts: &EncodeOptions, found: &mut Found) -> Result<()> {
-        if !self.renderer.template.has_generation_tags() {
+        if !self.renderer.has_generation_tags() {
             return Err(Error::Template(
                 "spans=\"generation\" needs a template with {% generation %} blocks".into(),
             ));
@@ -399,9 +342,4 @@ impl SpanFinder<'_> {
             }),
         }
     }
-}
-
-/// What a message is replaced with to find its text: an assistant turn with only `content`.
-pub fn blank_message(content: Value) -> Value {
-    Value::from_pairs([("role", Value::from("assistant")), ("content", content)])
 }

@@ -127,7 +127,7 @@ impl MergeModel {
         }
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let mine = super::per_encoder(&mut cache, self.cache_key, PieceCache::default);
+            let mine = super::cache::per_encoder(&mut cache, self.cache_key, PieceCache::default);
             if let Some(ids) = mine.get(piece) {
                 out.extend_from_slice(ids);
                 return;

@@ -11,6 +11,7 @@
 //! keeps `tokenizers`.
 
 pub mod added;
+mod cache;
 pub mod config;
 pub mod merge;
 pub mod pattern;
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use added::{AddedTokens, Segment};
+use cache::per_encoder;
 use config::Config;
 use merge::MergeModel;
 use pattern::{SplitCaches, SplitRegex};
@@ -27,8 +29,6 @@ use pattern::{SplitCaches, SplitRegex};
 use crate::tokenizer::tokens::Tokens;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-/// Per-thread caches are kept for this many encoders at most.
-const MAX_ENCODERS_PER_THREAD: usize = 8;
 
 thread_local! {
     /// Each thread's regex search caches, per encoder.
@@ -129,19 +129,6 @@ impl NativeBpe {
             ids,
         })
     }
-}
-
-/// Encoder `id`'s entry in a per-thread cache map, made by `make` when missing. Encoders that are
-/// gone leave their entries behind; a thread rarely uses more than a few, so a full map is emptied.
-pub(crate) fn per_encoder<V>(
-    map: &mut HashMap<usize, V>,
-    id: usize,
-    make: impl FnOnce() -> V,
-) -> &mut V {
-    if map.len() >= MAX_ENCODERS_PER_THREAD && !map.contains_key(&id) {
-        map.clear();
-    }
-    map.entry(id).or_insert_with(make)
 }
 
 /// (start, end) of each token from the start positions, widened to whole characters.
