@@ -22,7 +22,7 @@ from turnpack.attention import (
     document_ids_from_positions,
     flex_attention_available,
 )
-from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.train.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
 
 VOCAB = 64
 PAD_ID = 0

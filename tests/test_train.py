@@ -17,13 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import turnpack
-from turnpack import examples
-from turnpack.checkpoint import list_checkpoints, load_checkpoint
-from turnpack.model import IGNORE_INDEX, Transformer, config_tiny
-from turnpack.schedule import WarmupCosine, warmup_cosine
+from turnpack.train import examples
+from turnpack.train.checkpoint import list_checkpoints, load_checkpoint
+from turnpack.train.model import IGNORE_INDEX, Transformer, config_tiny
+from turnpack.train.schedule import WarmupCosine, warmup_cosine
 from turnpack.train import build_optimizer, forward_backward, main, train
-from turnpack.train_config import ConfigError, DataConfig, TrainConfig, apply_override, load_config
-from turnpack.train_data import PackedBatches, build_loader
+from turnpack.train.config import ConfigError, DataConfig, TrainConfig, apply_override, load_config
+from turnpack.train.data import PackedBatches, build_loader
 
 # A model and data small enough that a training step takes a few milliseconds.
 TINY = {
@@ -328,7 +328,7 @@ def test_dataset_source_trains_and_resumes_through_chat_data_loader(tmp_path):
 
 
 def test_vocab_size_of_loaded_tokenizers():
-    from turnpack.train_data import load_tokenizer, tokenizer_vocab_size
+    from turnpack.train.data import load_tokenizer, tokenizer_vocab_size
 
     assert tokenizer_vocab_size(load_tokenizer("example")) == examples.VOCAB_SIZE
     assert isinstance(load_tokenizer(str(examples.TOKENIZER_PATH)), turnpack.ChatTokenizer)
@@ -425,7 +425,7 @@ def test_register_dialogues_are_deterministic_and_correct():
 
 
 def test_run_demo_smoke(tmp_path):
-    from turnpack.train_demo import run_demo
+    from turnpack.train.demo import run_demo
 
     lines: list[str] = []
     result = run_demo(

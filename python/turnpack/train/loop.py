@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from turnpack.checkpoint import (
+from turnpack.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     latest_checkpoint,
@@ -55,10 +55,10 @@ from turnpack.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
-from turnpack.schedule import WarmupCosine
-from turnpack.train_config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
-from turnpack.train_data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+from turnpack.train.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.train.schedule import WarmupCosine
+from turnpack.train.config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
+from turnpack.train.data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
 
 __all__ = [
     "Distributed",
@@ -283,7 +283,7 @@ def train(
 
     Args:
         config: the full run configuration.
-        source: this rank's data; by default :func:`~turnpack.train_data.build_loader`
+        source: this rank's data; by default :func:`~turnpack.train.data.build_loader`
             builds it from ``config.data``.  Any iterable of dict batches works;
             one with ``state_dict()``/``load_state_dict()`` resumes exactly.
         echo: where rank 0's log lines go.

@@ -8,7 +8,7 @@ own loader and must get its own share of the data.
 
 :class:`PackedBatches` is such a loader over rows packed in memory once
 (``turnpack.pack``), and :func:`build_loader` is the one place where a
-:class:`~turnpack.train_config.DataConfig` becomes a loader.
+:class:`~turnpack.train.config.DataConfig` becomes a loader.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import turnpack
-from turnpack.train_config import DataConfig
+from turnpack.train.config import DataConfig
 
 __all__ = [
     "BATCH_KEYS",
@@ -139,7 +139,7 @@ def load_tokenizer(spec: str, chat_template: str | None = None) -> turnpack.Chat
     """
     template = Path(chat_template).read_text(encoding="utf-8") if chat_template else None
     if spec == "example":
-        from turnpack import examples
+        from turnpack.train import examples
 
         spec, template = str(examples.TOKENIZER_PATH), template or examples.CHAT_TEMPLATE
     path = Path(spec)
@@ -172,7 +172,7 @@ class DataSource:
 
 
 def _example_source(config: DataConfig, rank: int, world_size: int, seed: int) -> DataSource:
-    from turnpack import examples
+    from turnpack.train import examples
 
     seq_len = config.seq_len or DEFAULT_SEQ_LEN
     dialogues = examples.register_dialogues(config.num_examples, seed=seed)

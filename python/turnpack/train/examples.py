@@ -21,7 +21,7 @@ learned from the dialogues by :func:`learn_merges` (``user``, ``assistant``,
 token of its own and no token straddles a role header and a message.  It is
 loaded through the ordinary :class:`turnpack.ChatTokenizer` with the ChatML
 template in ``example_data/chat_template.jinja``.  :func:`build_tokenizer_json`
-regenerates the file (``python -m turnpack.examples``); a test checks that the
+regenerates the file (``python -m turnpack.train.examples``); a test checks that the
 two agree.
 """
 
