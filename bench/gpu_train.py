@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 import turnpack
 from turnpack.attention import dense_document_mask, document_block_mask, flex_attention_forward
-from turnpack.train.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.data import IGNORE_INDEX
+from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
 
 MODES = ("packed-flex", "packed-sdpa", "padded-sdpa", "padded-sorted-sdpa")
 #: packed-sdpa is off by default: SDPA has no fused kernel for a boolean mask with grouped-query heads,

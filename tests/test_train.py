@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 import turnpack
 from turnpack.train import examples
 from turnpack.train.checkpoint import list_checkpoints, load_checkpoint
-from turnpack.train.model import IGNORE_INDEX, Transformer, config_tiny
+from turnpack.data import IGNORE_INDEX
+from turnpack.train.model import Transformer, config_tiny
 from turnpack.train.schedule import WarmupCosine, warmup_cosine
 from turnpack.train import build_optimizer, forward_backward, main, train
 from turnpack.train.config import ConfigError, DataConfig, TrainConfig, apply_override, load_config

@@ -23,7 +23,7 @@ from turnpack._core import (
     pack,
     render_template,
 )
-from turnpack.data import DataError, RecordError, SourceError, merge_stats
+from turnpack.data import IGNORE_INDEX, DataError, RecordError, SourceError, merge_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from turnpack.data import ChatDataLoader, ChatDataset
@@ -35,6 +35,7 @@ __all__ = [
     "ConversationError",
     "DataError",
     "Encoding",
+    "IGNORE_INDEX",
     "PackedBatch",
     "Packer",
     "RecordError",

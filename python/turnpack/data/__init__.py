@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from turnpack.data.batching import IGNORE_INDEX
 from turnpack.data.errors import DataError, RecordError, SourceError
 from turnpack.data.records import to_conversation
 from turnpack.data.sources import make_sample_id, split_sample_id
@@ -34,6 +35,7 @@ __all__ = [
     "ChatDataLoader",
     "ChatDataset",
     "DataError",
+    "IGNORE_INDEX",
     "RecordError",
     "SourceError",
     "make_sample_id",

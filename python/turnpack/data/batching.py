@@ -18,6 +18,8 @@ from turnpack._core import PackedBatch
 
 __all__ = ["IGNORE_INDEX", "RowQueue", "Rows"]
 
+#: The label of a position that is not trained: the packer writes it, and it is the default
+#: `ignore_index` of `torch.nn.functional.cross_entropy`. Defined here only; everything else imports it.
 IGNORE_INDEX = -100
 
 

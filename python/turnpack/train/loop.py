@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from turnpack.data.batching import IGNORE_INDEX
 from turnpack.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
@@ -55,7 +56,7 @@ from turnpack.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from turnpack.train.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
 from turnpack.train.schedule import WarmupCosine
 from turnpack.train.config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
 from turnpack.train.data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
