@@ -282,16 +282,11 @@ class ChatDataset(IterableDataset):
         return view
 
     def __getstate__(self) -> dict[str, Any]:
-        # Spawned/forkserver workers receive the dataset pickled. A ChatTokenizer cannot be pickled,
-        # but a model folder or a factory can be reloaded in the worker.
+        # Spawned/forkserver workers receive the dataset pickled. A ChatTokenizer object is pickled
+        # with it (it pickles as its tokenizer.json and template); a model folder or a factory is
+        # sent instead of the tokenizer it loaded, and loaded again in the worker.
         state = self.__dict__.copy()
-        if state["_tokenizer"] is not None:
-            if state["_tokenizer_spec"] is None:
-                raise TypeError(
-                    "this ChatDataset holds a ChatTokenizer object, which cannot be sent to a spawned "
-                    "DataLoader worker: pass tokenizer as a model folder path or as a picklable function "
-                    "returning the tokenizer, or use the 'fork' start method"
-                )
+        if state["_tokenizer_spec"] is not None:
             state["_tokenizer"] = None
         return state
 
