@@ -112,6 +112,27 @@ def test_encode_kwargs_reach_the_encoder(tok, records, encoded):
     assert ds.stats["trained_tokens"] < sum(int(m[1:].sum()) for _, m in encoded.values())
 
 
+def test_packing_options_are_the_loose_keyword_arguments(tok, records):
+    loose = ChatDataset(
+        records, tok, SEQ_LEN, batch_size=3, buffer=64, overflow="truncate",
+        encode_kwargs={"supervise": "last_assistant"},
+    )  # fmt: skip
+    options = turnpack.PackingOptions(supervise="last_assistant", buffer=64, overflow="truncate")
+    whole = ChatDataset(records, tok, SEQ_LEN, batch_size=3, options=options)
+    assert same_batches(list(loose), list(whole))
+    whole.load_state_dict(loose.state_dict())  # the same resume fingerprint
+    assert turnpack.PackingOptions.from_encode_kwargs({"supervise": "all", "enable_thinking": False}) == (
+        turnpack.PackingOptions(supervise="all", template_kwargs={"enable_thinking": False})
+    )
+    assert pickle.loads(pickle.dumps(options)) == options
+    with pytest.raises(ValueError, match="not both"):
+        ChatDataset(records, tok, SEQ_LEN, batch_size=3, options=options, buffer=8)
+    with pytest.raises(ValueError, match="overflow must be"):
+        turnpack.PackingOptions(overflow="wrap")  # checked when made, not when the first row is packed
+    with pytest.raises(ValueError, match="options of their own"):
+        turnpack.PackingOptions(template_kwargs={"supervise": "all"})
+
+
 # ---------------------------------------------------------------------------------------------- sources
 
 

@@ -23,7 +23,8 @@ from turnpack._core import (
     pack,
     render_template,
 )
-from turnpack.data import IGNORE_INDEX, DataError, RecordError, SourceError, merge_stats
+from turnpack.data import IGNORE_INDEX, DataError, PackingOptions, RecordError, SourceError, merge_stats
+from turnpack.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from turnpack.data import ChatDataLoader, ChatDataset
@@ -38,12 +39,14 @@ __all__ = [
     "IGNORE_INDEX",
     "PackedBatch",
     "Packer",
+    "PackingOptions",
     "RecordError",
     "SourceError",
     "TemplateError",
     "TokenizerError",
     "TurnpackError",
     "__version__",
+    "load_tokenizer",
     "merge_stats",
     "pack",
     "render_template",

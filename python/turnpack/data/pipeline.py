@@ -13,31 +13,19 @@ epoch exactly.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from turnpack._core import ChatTokenizer, Packer
 from turnpack.data.batching import Rows
-from turnpack.data.errors import RecordError
+from turnpack.data.errors import OnError, RecordError, check_on_error
+from turnpack.data.options import PackingOptions
 from turnpack.data.records import Fields, to_conversation
 
-__all__ = ["EncodePacker", "OnError", "check_encode_kwargs"]
-
-OnError = Literal["raise", "skip"]
+__all__ = ["EncodePacker"]
 
 # encode_batch prefixes errors with the sample's index in the chunk, which means nothing to the user.
 _CHUNK_PREFIX = re.compile(r"^sample \d+: ")
-
-# Arguments the pipeline sets itself.
-_RESERVED = frozenset({"num_threads", "on_error", "conversations"})
-
-
-def check_encode_kwargs(encode_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    kwargs = dict(encode_kwargs or {})
-    reserved = sorted(_RESERVED & kwargs.keys())
-    if reserved:
-        raise ValueError(f"encode_kwargs may not set {', '.join(reserved)}: they are arguments of their own")
-    return kwargs
 
 
 def _located(error: BaseException, where: str) -> Exception:
@@ -54,36 +42,30 @@ def _located(error: BaseException, where: str) -> Exception:
 class EncodePacker:
     """Turns `(sample_id, record)` pairs into packed `Rows`, keeping count of every sample.
 
-    `describe(sample_id)` names a sample's origin (file and line) for error messages.
+    `options` say how records are encoded and packed; `describe(sample_id)` names a sample's origin
+    (file and line) for error messages.
     """
 
     def __init__(
         self,
         tokenizer: ChatTokenizer,
         seq_len: int,
+        options: PackingOptions,
         *,
         describe: Callable[[int], str],
-        buffer: int,
-        max_open_rows: int,
-        overflow: str,
-        pad_id: int,
         fields: Fields = "auto",
-        encode_kwargs: Mapping[str, Any] | None = None,
         on_error: OnError = "raise",
         num_threads: int | None = None,
         chunk_size: int = 256,
         max_error_examples: int = 5,
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = check_on_error(on_error)
         self.tokenizer = tokenizer
-        self.packer = Packer(
-            seq_len, buffer=buffer, max_open_rows=max_open_rows, overflow=overflow, pad_id=pad_id
-        )
+        self.options = options
+        self.packer = Packer(seq_len, **options.pack_kwargs())
+        self.encode_kwargs = options.encode_kwargs()
         self.describe = describe
         self.fields: Fields = fields
-        self.encode_kwargs = check_encode_kwargs(encode_kwargs)
-        self.on_error = on_error
         self.num_threads = num_threads
         self.chunk_size = max(1, chunk_size)
         self.samples = 0

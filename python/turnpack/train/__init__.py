@@ -26,7 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from turnpack.train.config import ConfigError, TrainConfig, apply_override, load_config
     from turnpack.train.data import DataSource, PackedBatches, build_loader
     from turnpack.train.demo import run_demo
-    from turnpack.train.loop import TrainResult, main, train
+    from turnpack.train.loop import (
+        Distributed,
+        StepTotals,
+        TrainResult,
+        build_model,
+        build_optimizer,
+        forward_backward,
+        main,
+        train,
+    )
     from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
 
 # public name -> the module that defines it
@@ -39,7 +48,12 @@ _LAZY = {
     "PackedBatches": "data",
     "build_loader": "data",
     "run_demo": "demo",
+    "Distributed": "loop",
+    "StepTotals": "loop",
     "TrainResult": "loop",
+    "build_model": "loop",
+    "build_optimizer": "loop",
+    "forward_backward": "loop",
     "main": "loop",
     "train": "loop",
     "ModelConfig": "model",

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from turnpack.data.options import PackingOptions
+
 __all__ = [
     "EXAMPLE_CONFIG",
     "CheckpointConfig",
@@ -119,6 +121,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "data", "batch_size", "num_examples")
+
+    def packing_options(self, pad_id: int = 0) -> PackingOptions:
+        """How this source's conversations are encoded and packed: the defaults, with this section's
+        ``overflow`` and the source's padding token ``pad_id``."""
+        return PackingOptions(overflow=self.overflow, pad_id=pad_id)
 
 
 @dataclass
