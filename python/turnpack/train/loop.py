@@ -356,7 +356,8 @@ def _train(
         except StopIteration:  # a finite loader: start another pass
             batches = iter(loader)
             batch = next(batches)
-        return {k: batch[k].to(device=device, dtype=torch.long, non_blocking=True) for k in BATCH_KEYS}
+        # Loaders hand out int64 already (ChatDataset and PackedBatches widen once): only move them.
+        return {k: batch[k].to(device=device, non_blocking=True) for k in BATCH_KEYS}
 
     result = TrainResult(raw_model, step, source=source)
     # Totals since the last log line, kept on the device so that no step waits for the GPU.
