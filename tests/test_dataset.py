@@ -311,7 +311,7 @@ def test_packer_drops_are_counted(tok, records):
 
 
 def test_source_and_argument_errors(tmp_path, tok, records):
-    with pytest.raises(SourceError, match="missing.jsonl: no such file"):
+    with pytest.raises(SourceError, match=r"missing\.jsonl: no such file"):
         ChatDataset(tmp_path / "missing.jsonl", tok, SEQ_LEN, batch_size=1)
     with pytest.raises(SourceError, match="no file matches"):
         ChatDataset(str(tmp_path / "*.jsonl"), tok, SEQ_LEN, batch_size=1)

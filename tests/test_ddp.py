@@ -21,10 +21,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist
-from turnpack.train import examples
 from turnpack.attention import dense_document_mask
 from turnpack.data import IGNORE_INDEX
-from turnpack.train import build_model, train
+from turnpack.train import build_model, examples, train
 from turnpack.train.config import TrainConfig, apply_override
 from turnpack.train.data import build_loader
 

@@ -17,14 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import turnpack
-from turnpack.train import examples
-from turnpack.train.checkpoint import list_checkpoints, load_checkpoint
 from turnpack.data import IGNORE_INDEX
-from turnpack.train.model import Transformer, config_tiny
-from turnpack.train.schedule import WarmupCosine, warmup_cosine
-from turnpack.train import build_optimizer, forward_backward, main, train
+from turnpack.train import build_optimizer, examples, forward_backward, main, train
+from turnpack.train.checkpoint import list_checkpoints, load_checkpoint
 from turnpack.train.config import ConfigError, DataConfig, TrainConfig, apply_override, load_config
 from turnpack.train.data import PackedBatches, build_loader
+from turnpack.train.model import Transformer, config_tiny
+from turnpack.train.schedule import WarmupCosine, warmup_cosine
 
 # A model and data small enough that a training step takes a few milliseconds.
 TINY = {
@@ -58,7 +57,9 @@ def losses(history: list[dict]) -> dict[int, float]:
 
 
 def test_warmup_cosine_values():
-    f = lambda s: warmup_cosine(s, warmup_steps=4, total_steps=14, min_ratio=0.1)
+    def f(s):
+        return warmup_cosine(s, warmup_steps=4, total_steps=14, min_ratio=0.1)
+
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear, never 0, full at the end
     assert f(4) == 1.0  # cosine starts at the peak
     assert f(9) == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
@@ -214,10 +215,10 @@ def test_config_files_and_overrides(tmp_path):
         load_config(None, ["data.source=parquet"])
     with pytest.raises(ConfigError, match="must be positive"):
         load_config(None, ["train.grad_accum_steps=0"])
-    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"SECTION\.KEY=VALUE"):
         load_config(None, ["lr=1"])
     (tmp_path / "bad.json").write_text(json.dumps({"train": {"lr": "fast"}}))
-    with pytest.raises(ConfigError, match="bad.json: train.lr: expected a number"):
+    with pytest.raises(ConfigError, match=r"bad\.json: train\.lr: expected a number"):
         load_config(tmp_path / "bad.json")
 
 

@@ -30,13 +30,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from turnpack.data import ChatDataLoader, ChatDataset
 
 __all__ = [
+    "IGNORE_INDEX",
     "ChatDataLoader",
     "ChatDataset",
     "ChatTokenizer",
     "ConversationError",
     "DataError",
     "Encoding",
-    "IGNORE_INDEX",
     "PackedBatch",
     "Packer",
     "PackingOptions",

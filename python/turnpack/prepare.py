@@ -29,11 +29,10 @@ from turnpack._core import ChatTokenizer, TurnpackError
 from turnpack.data.errors import ON_ERROR, DataError, OnError
 from turnpack.data.options import DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS, PackingOptions
 from turnpack.data.pipeline import EncodePacker
-from turnpack.data.records import FIELDS
+from turnpack.data.records import FIELDS, Fields
 from turnpack.data.sharding import Shard
 from turnpack.data.shards import ShardWriter
 from turnpack.data.sources import Source, iter_epoch, resolve_sources, split_sample_id
-from turnpack.data.records import Fields
 from turnpack.data.stats import RowTally, format_stats, with_totals
 from turnpack.tokenizer import load_tokenizer
 

@@ -34,10 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from turnpack.data.loader import ChatDataLoader
 
 __all__ = [
+    "IGNORE_INDEX",
     "ChatDataLoader",
     "ChatDataset",
     "DataError",
-    "IGNORE_INDEX",
     "PackingOptions",
     "RecordError",
     "SourceError",

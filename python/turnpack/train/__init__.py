@@ -62,7 +62,29 @@ _LAZY = {
     "config_tiny": "model",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ConfigError",
+    "DataSource",
+    "Distributed",
+    "ModelConfig",
+    "PackedBatches",
+    "StepTotals",
+    "TrainConfig",
+    "TrainResult",
+    "Transformer",
+    "apply_override",
+    "build_loader",
+    "build_model",
+    "build_optimizer",
+    "config_100m",
+    "config_tiny",
+    "forward_backward",
+    "load_config",
+    "main",
+    "run_demo",
+    "train",
+]
+assert sorted(__all__) == sorted(_LAZY)  # one list to read, one map to load from: they must agree
 
 
 def __getattr__(name: str) -> Any:

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from turnpack.train import examples
-from turnpack.train.model import Transformer
-from turnpack.train.loop import train
 from turnpack.train.config import EXAMPLE_CONFIG, TrainConfig, apply_override, load_config
+from turnpack.train.loop import train
+from turnpack.train.model import Transformer
 
 __all__ = ["DemoResult", "answer", "demo_config", "run_demo"]
 

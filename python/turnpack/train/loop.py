@@ -56,10 +56,10 @@ from turnpack.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
-from turnpack.train.schedule import WarmupCosine
 from turnpack.train.config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
 from turnpack.train.data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.train.schedule import WarmupCosine
 
 __all__ = [
     "Distributed",
