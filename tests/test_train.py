@@ -358,8 +358,8 @@ def test_example_tokenizer_is_chatml_bpe():
         "<|im_start|>user\nwhat is a?<|im_end|>\n<|im_start|>assistant\na = 3<|im_end|>\n"
     )
     ids = [int(i) for i in enc.input_ids]
-    pieces = [examples.decode([i]) for i in ids]
-    assert examples.decode(ids) == enc.text
+    pieces = [tok.decode([i]) for i in ids]
+    assert tok.decode(ids) == enc.text
     assert pieces[:6] == ["<|im_start|>", "user", "\n", "set a to ", "3", " "]  # learned merges
     assert ids[6:8] == list("ü".encode())  # unseen text falls back to bytes (id = byte value)
     assert all(i < 256 for i, p in zip(ids, pieces) if p.isdigit() or p == "\n")  # never merged

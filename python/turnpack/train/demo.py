@@ -77,7 +77,7 @@ def answer(model: Transformer, messages: list[dict[str, str]], max_new_tokens: i
     prompt = tok.tokenize(tok.render(messages, add_generation_prompt=True))
     device = next(model.parameters()).device
     out = model.generate(torch.tensor(prompt, device=device), max_new_tokens, eos_id=examples.IM_END_ID)
-    return examples.decode(out.tolist()).removesuffix(examples.IM_END)
+    return tok.decode(out.tolist()).removesuffix(examples.IM_END)
 
 
 def _held_out(n: int, training: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:
