@@ -331,9 +331,8 @@ def test_dataset_source_trains_and_resumes_through_chat_data_loader(tmp_path):
 
 def test_vocab_size_of_loaded_tokenizers():
     from turnpack import load_tokenizer
-    from turnpack.train.data import tokenizer_vocab_size
 
-    assert tokenizer_vocab_size(load_tokenizer("example")) == examples.VOCAB_SIZE
+    assert load_tokenizer("example").vocab_size == examples.VOCAB_SIZE
     assert isinstance(load_tokenizer(str(examples.TOKENIZER_PATH)), turnpack.ChatTokenizer)
 
 

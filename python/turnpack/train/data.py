@@ -14,7 +14,6 @@ own loader and must get its own share of the data.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -34,7 +33,6 @@ __all__ = [
     "PackedBatches",
     "StatefulLoader",
     "build_loader",
-    "tokenizer_vocab_size",
 ]
 
 #: The tensors every batch carries, each int64 ``[rows, seq_len]``.
@@ -128,16 +126,6 @@ class PackedBatches:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
 
-def tokenizer_vocab_size(tok: turnpack.ChatTokenizer) -> int:
-    """Highest token id of the tokenizer's model vocabulary or added tokens, plus one."""
-    spec = json.loads(tok.to_tokenizer_json())
-    vocab = spec["model"]["vocab"]
-    # BPE / WordPiece / WordLevel store {token: id}; Unigram stores [[token, score], ...] in id order.
-    highest = max(vocab.values()) if isinstance(vocab, dict) else len(vocab) - 1
-    added = [t["id"] for t in spec.get("added_tokens", [])]
-    return max([highest, *added]) + 1
-
-
 # ------------------------------------------------------------------ hookup
 
 
@@ -183,7 +171,7 @@ def _chat_dataset_source(config: DataConfig, rank: int, world_size: int, seed: i
     if config.tokenizer:
         # A picklable factory rather than the tokenizer itself, so that spawned workers can rebuild it.
         tokenizer = functools.partial(load_tokenizer, config.tokenizer, config.chat_template)
-        vocab_size = tokenizer_vocab_size(tokenizer())
+        vocab_size = tokenizer().vocab_size
     elif not prepared:
         raise ValueError("data.tokenizer is needed to encode conversations (only prepared folders need none)")
     dataset = ChatDataset(
