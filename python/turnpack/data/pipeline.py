@@ -1,9 +1,10 @@
 """Records in, packed rows out: field mapping, encoding in Rust batches, packing.
 
-Encoding runs through `ChatTokenizer.encode_batch` on chunks of records, so the work happens in Rust
-with the GIL released, on `num_threads` threads. Failed samples always come back in place
-(`on_error="skip"` on the Rust side) so that this module can name the file and line of the failure, and
-then raise it or count it as `dropped_error`, as the caller asked.
+Encoding runs through `Packer.encode_extend` on chunks of records: `ChatTokenizer.encode_batch`'s work
+in Rust, with the GIL released, on `num_threads` threads, each encoding pushed straight into the packer
+(no Python `Encoding` in between). A failed sample comes back in its place (as `encode_batch` with
+`on_error="skip"` returns it), so that this module can name the file and line of the failure, and then
+raise it or count it as `dropped_error`, as the caller asked.
 
 The packed rows depend only on the order of the records and the packing options (the packer is
 deterministic, and chunking does not change what is pushed), which is what lets a reader replay an
@@ -24,7 +25,7 @@ from turnpack.data.records import Fields, to_conversation
 
 __all__ = ["EncodePacker"]
 
-# encode_batch prefixes errors with the sample's index in the chunk, which means nothing to the user.
+# encode_extend prefixes errors with the sample's index in the chunk, which means nothing to the user.
 _CHUNK_PREFIX = re.compile(r"^sample \d+: ")
 
 
@@ -122,21 +123,18 @@ class EncodePacker:
             return None
 
     def _encode_and_pack(self, chunk: list[tuple[int, dict[str, Any]]]) -> Iterator[Rows]:
-        encodings = self.tokenizer.encode_batch(
+        # The good samples are in the packer when this returns; with on_error="raise" the first
+        # failure then ends the run, so what they were packed into is never seen.
+        errors = self.packer.encode_extend(
+            self.tokenizer,
             [conversation for _, conversation in chunk],
+            sample_ids=[sample_id for sample_id, _ in chunk],
             num_threads=self.num_threads,
-            on_error="skip",
             **self.encode_kwargs,
         )
-        ids, good = [], []
-        for (sample_id, _), encoding in zip(chunk, encodings):
-            if isinstance(encoding, BaseException):
-                self._fail(_located(encoding, self.describe(sample_id)))
-            else:
-                ids.append(sample_id)
-                good.append(encoding)
-        if good:
-            self.packer.extend(good, sample_ids=ids)
+        for (sample_id, _), error in zip(chunk, errors):
+            if error is not None:
+                self._fail(_located(error, self.describe(sample_id)))
         ready = self.packer.pop_ready()
         if ready is not None and len(ready):
             yield Rows.from_packed(ready)
