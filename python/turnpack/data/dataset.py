@@ -4,7 +4,7 @@ Design
 ------
 Each reader (one DataLoader worker of one rank) runs the whole pipeline on its own slice of the data:
 
-    sources ─> own rows ─> buffered shuffle ─> field mapping ─> encode_batch (Rust) ─> Packer ─> batches
+    sources ─> own rows ─> buffered shuffle ─> field mapping ─> encode + pack (Rust) ─> batches
 
 * **Sharding.** Worker `w` (of `W`) on rank `r` (of `R`) is shard `r * W + w` of `R * W`, and owns the
   rows whose position in the epoch's stream is its index modulo `R * W` (`turnpack.data.sharding`).
@@ -14,10 +14,11 @@ Each reader (one DataLoader worker of one rank) runs the whole pipeline on its o
   shuffle of each reader's rows (`shuffle_buffer` records, seeded by `(seed, epoch, shard)`). Prepared
   rows get a full permutation per epoch. Everything is a pure function of the seed, the epoch and the
   shard, so an epoch can be replayed exactly.
-* **Encoding and packing.** Records are encoded `encode_chunk` at a time by `ChatTokenizer.encode_batch`
-  (GIL released) on `num_threads` threads: 1 inside DataLoader workers unless set (the workers already
-  run in parallel), `TURNPACK_NUM_THREADS` or all cores in the main process. The `Packer` is fed in
-  order and its rows are cut into batches of `batch_size` rows.
+* **Encoding and packing.** Records are encoded `encode_chunk` at a time straight into the `Packer`
+  (`Packer.encode_extend`, GIL released) on `num_threads` threads: 1 inside DataLoader workers unless
+  set (the workers already run in parallel), `TURNPACK_NUM_THREADS` or all cores in the main process.
+  Samples reach the packer in order, as `options` (`PackingOptions`) say, and its rows are cut into
+  batches of `batch_size` rows.
 * **Batches.** Dicts of tensors, every per-token tensor `[B, seq_len]`:
   `input_ids`, `labels` (-100 where not trained; already shifted: `labels[t]` is the target of
   position `t`), `position_ids` (restart at 0 per document), `document_ids` (0, 1, ... per row; the
@@ -140,7 +141,7 @@ class ChatDataset(IterableDataset):
         num_threads: encoding threads per reader (None: 1 in a DataLoader worker, else the default).
         epochs: epochs per pass over the dataset; None loops forever.
         drop_last: drop each epoch's short last batch (its samples are counted as dropped).
-        encode_chunk: records per `encode_batch` call.
+        encode_chunk: records per `encode_extend` call.
     """
 
     def __init__(
