@@ -77,9 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="{}",
         help="more encode options, e.g. '{\"enable_thinking\": false}'",
     )
-    enc.add_argument(
-        "--on-error", choices=ON_ERROR, default="raise", help="bad records (default: raise)"
-    )
+    enc.add_argument("--on-error", choices=ON_ERROR, default="raise", help="bad records (default: raise)")
     enc.add_argument("--num-threads", type=int, default=None, help="encoding threads (default: all cores)")
     enc.add_argument("--chunk-size", type=int, default=4096, help="records per encode batch")
 
@@ -129,7 +127,11 @@ def tokenizer_from_args(args: argparse.Namespace) -> tuple[ChatTokenizer, str]:
             raise ValueError(f"--template-var takes NAME=VALUE, got {item!r}")
         variables[name] = value
     tokenizer = load_tokenizer(
-        args.tiktoken, args.chat_template, pattern=args.pattern, special_tokens=specials, template_vars=variables
+        args.tiktoken,
+        args.chat_template,
+        pattern=args.pattern,
+        special_tokens=specials,
+        template_vars=variables,
     )
     return tokenizer, f"tiktoken:{args.tiktoken}"
 

@@ -86,9 +86,7 @@ class PackingOptions:
         """Keyword arguments for `encode_batch`: the encoding options that differ from its defaults,
         then the template variables. Only what was changed, so that a dataset's resume fingerprint
         (`ChatDataset` compares it) reads as it did when these were loose keyword arguments."""
-        kwargs = {
-            key: getattr(self, key) for key in ENCODE_OPTIONS if getattr(self, key) != _DEFAULTS[key]
-        }
+        kwargs = {key: getattr(self, key) for key in ENCODE_OPTIONS if getattr(self, key) != _DEFAULTS[key]}
         return {**kwargs, **self.template_kwargs}
 
     def pack_kwargs(self) -> dict[str, Any]:
