@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 import turnpack
 from turnpack.attention import dense_document_mask, document_block_mask, flex_attention_forward
-from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.data import IGNORE_INDEX
+from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
 
 MODES = ("packed-flex", "packed-sdpa", "padded-sdpa", "padded-sorted-sdpa")
 #: packed-sdpa is off by default: SDPA has no fused kernel for a boolean mask with grouped-query heads,
@@ -301,7 +302,7 @@ def check_training_loop(steps: int = 30) -> bool:
     import tempfile
 
     from turnpack.train import train
-    from turnpack.train_config import TrainConfig, apply_override
+    from turnpack.train.config import TrainConfig, apply_override
 
     config = TrainConfig()
     settings = {

@@ -112,6 +112,27 @@ def test_encode_kwargs_reach_the_encoder(tok, records, encoded):
     assert ds.stats["trained_tokens"] < sum(int(m[1:].sum()) for _, m in encoded.values())
 
 
+def test_packing_options_are_the_loose_keyword_arguments(tok, records):
+    loose = ChatDataset(
+        records, tok, SEQ_LEN, batch_size=3, buffer=64, overflow="truncate",
+        encode_kwargs={"supervise": "last_assistant"},
+    )  # fmt: skip
+    options = turnpack.PackingOptions(supervise="last_assistant", buffer=64, overflow="truncate")
+    whole = ChatDataset(records, tok, SEQ_LEN, batch_size=3, options=options)
+    assert same_batches(list(loose), list(whole))
+    whole.load_state_dict(loose.state_dict())  # the same resume fingerprint
+    assert turnpack.PackingOptions.from_encode_kwargs({"supervise": "all", "enable_thinking": False}) == (
+        turnpack.PackingOptions(supervise="all", template_kwargs={"enable_thinking": False})
+    )
+    assert pickle.loads(pickle.dumps(options)) == options
+    with pytest.raises(ValueError, match="not both"):
+        ChatDataset(records, tok, SEQ_LEN, batch_size=3, options=options, buffer=8)
+    with pytest.raises(ValueError, match="overflow must be"):
+        turnpack.PackingOptions(overflow="wrap")  # checked when made, not when the first row is packed
+    with pytest.raises(ValueError, match="options of their own"):
+        turnpack.PackingOptions(template_kwargs={"supervise": "all"})
+
+
 # ---------------------------------------------------------------------------------------------- sources
 
 
@@ -290,7 +311,7 @@ def test_packer_drops_are_counted(tok, records):
 
 
 def test_source_and_argument_errors(tmp_path, tok, records):
-    with pytest.raises(SourceError, match="missing.jsonl: no such file"):
+    with pytest.raises(SourceError, match=r"missing\.jsonl: no such file"):
         ChatDataset(tmp_path / "missing.jsonl", tok, SEQ_LEN, batch_size=1)
     with pytest.raises(SourceError, match="no file matches"):
         ChatDataset(str(tmp_path / "*.jsonl"), tok, SEQ_LEN, batch_size=1)
@@ -475,9 +496,11 @@ def test_pickled_dataset_reloads_its_tokenizer(tmp_path, records):
     def make(tokenizer):
         return ChatDataset(records, tokenizer, SEQ_LEN, batch_size=4, buffer=64)
 
-    with pytest.raises(TypeError, match="cannot be sent to a spawned"):
-        pickle.dumps(make(T.qwen3("chatml")))
     expected = list(make(T.qwen3("chatml")))
+    # A tokenizer object travels with the dataset (ChatTokenizer pickles).
+    clone = pickle.loads(pickle.dumps(make(T.qwen3("chatml"))))
+    assert isinstance(clone._tokenizer, turnpack.ChatTokenizer)
+    assert same_batches(list(clone), expected), "tokenizer object"
     for spec in (T.qwen3_chatml, T.write_model_dir(tmp_path / "model", "chatml")):
         ds = make(spec)
         clone = pickle.loads(pickle.dumps(ds))

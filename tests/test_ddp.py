@@ -21,12 +21,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist
-from turnpack import examples
 from turnpack.attention import dense_document_mask
-from turnpack.model import IGNORE_INDEX
-from turnpack.train import build_model, train
-from turnpack.train_config import TrainConfig, apply_override
-from turnpack.train_data import build_loader
+from turnpack.data import IGNORE_INDEX
+from turnpack.train import build_model, examples, train
+from turnpack.train.config import TrainConfig, apply_override
+from turnpack.train.data import build_loader
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable")
 

@@ -79,7 +79,8 @@ def tool_calls_between(n: int) -> list[dict]:
     """Tool rounds between two plain turns: the first and last supervised messages, on which the
     generation prompt found in the text is checked, follow a user message; half of the others
     follow a tool result."""
-    return tool_calls(n) + [
+    return [
+        *tool_calls(n),
         {"role": "user", "content": "Thanks."},
         {"role": "assistant", "content": "You are welcome."},
     ]

@@ -188,7 +188,7 @@ CASE_OUTCOMES: dict[tuple[str, str], str] = {}
 
 def _runs(mask) -> list[tuple[int, int]]:
     runs, start = [], None
-    for i, m in enumerate(list(mask) + [False]):
+    for i, m in enumerate([*mask, False]):
         if m and start is None:
             start = i
         elif not m and start is not None:

@@ -22,7 +22,8 @@ from turnpack.attention import (
     document_ids_from_positions,
     flex_attention_available,
 )
-from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.data import IGNORE_INDEX
+from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
 
 VOCAB = 64
 PAD_ID = 0

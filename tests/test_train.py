@@ -17,13 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import turnpack
-from turnpack import examples
-from turnpack.checkpoint import list_checkpoints, load_checkpoint
-from turnpack.model import IGNORE_INDEX, Transformer, config_tiny
-from turnpack.schedule import WarmupCosine, warmup_cosine
-from turnpack.train import build_optimizer, forward_backward, main, train
-from turnpack.train_config import ConfigError, DataConfig, TrainConfig, apply_override, load_config
-from turnpack.train_data import PackedBatches, build_loader
+from turnpack.data import IGNORE_INDEX
+from turnpack.train import build_optimizer, examples, forward_backward, main, train
+from turnpack.train.checkpoint import list_checkpoints, load_checkpoint
+from turnpack.train.config import ConfigError, DataConfig, TrainConfig, apply_override, load_config
+from turnpack.train.data import PackedBatches, build_loader
+from turnpack.train.model import Transformer, config_tiny
+from turnpack.train.schedule import WarmupCosine, warmup_cosine
 
 # A model and data small enough that a training step takes a few milliseconds.
 TINY = {
@@ -57,7 +57,9 @@ def losses(history: list[dict]) -> dict[int, float]:
 
 
 def test_warmup_cosine_values():
-    f = lambda s: warmup_cosine(s, warmup_steps=4, total_steps=14, min_ratio=0.1)
+    def f(s):
+        return warmup_cosine(s, warmup_steps=4, total_steps=14, min_ratio=0.1)
+
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear, never 0, full at the end
     assert f(4) == 1.0  # cosine starts at the peak
     assert f(9) == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
@@ -213,10 +215,10 @@ def test_config_files_and_overrides(tmp_path):
         load_config(None, ["data.source=parquet"])
     with pytest.raises(ConfigError, match="must be positive"):
         load_config(None, ["train.grad_accum_steps=0"])
-    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"SECTION\.KEY=VALUE"):
         load_config(None, ["lr=1"])
     (tmp_path / "bad.json").write_text(json.dumps({"train": {"lr": "fast"}}))
-    with pytest.raises(ConfigError, match="bad.json: train.lr: expected a number"):
+    with pytest.raises(ConfigError, match=r"bad\.json: train\.lr: expected a number"):
         load_config(tmp_path / "bad.json")
 
 
@@ -328,9 +330,9 @@ def test_dataset_source_trains_and_resumes_through_chat_data_loader(tmp_path):
 
 
 def test_vocab_size_of_loaded_tokenizers():
-    from turnpack.train_data import load_tokenizer, tokenizer_vocab_size
+    from turnpack import load_tokenizer
 
-    assert tokenizer_vocab_size(load_tokenizer("example")) == examples.VOCAB_SIZE
+    assert load_tokenizer("example").vocab_size == examples.VOCAB_SIZE
     assert isinstance(load_tokenizer(str(examples.TOKENIZER_PATH)), turnpack.ChatTokenizer)
 
 
@@ -355,8 +357,8 @@ def test_example_tokenizer_is_chatml_bpe():
         "<|im_start|>user\nwhat is a?<|im_end|>\n<|im_start|>assistant\na = 3<|im_end|>\n"
     )
     ids = [int(i) for i in enc.input_ids]
-    pieces = [examples.decode([i]) for i in ids]
-    assert examples.decode(ids) == enc.text
+    pieces = [tok.decode([i]) for i in ids]
+    assert tok.decode(ids) == enc.text
     assert pieces[:6] == ["<|im_start|>", "user", "\n", "set a to ", "3", " "]  # learned merges
     assert ids[6:8] == list("ü".encode())  # unseen text falls back to bytes (id = byte value)
     assert all(i < 256 for i, p in zip(ids, pieces) if p.isdigit() or p == "\n")  # never merged
@@ -425,7 +427,7 @@ def test_register_dialogues_are_deterministic_and_correct():
 
 
 def test_run_demo_smoke(tmp_path):
-    from turnpack.train_demo import run_demo
+    from turnpack.train.demo import run_demo
 
     lines: list[str] = []
     result = run_demo(

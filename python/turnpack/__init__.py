@@ -23,12 +23,14 @@ from turnpack._core import (
     pack,
     render_template,
 )
-from turnpack.data import DataError, RecordError, SourceError, merge_stats
+from turnpack.data import IGNORE_INDEX, DataError, PackingOptions, RecordError, SourceError, merge_stats
+from turnpack.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from turnpack.data import ChatDataLoader, ChatDataset
 
 __all__ = [
+    "IGNORE_INDEX",
     "ChatDataLoader",
     "ChatDataset",
     "ChatTokenizer",
@@ -37,12 +39,14 @@ __all__ = [
     "Encoding",
     "PackedBatch",
     "Packer",
+    "PackingOptions",
     "RecordError",
     "SourceError",
     "TemplateError",
     "TokenizerError",
     "TurnpackError",
     "__version__",
+    "load_tokenizer",
     "merge_stats",
     "pack",
     "render_template",

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_train:
         return 0
     try:
-        from turnpack.train_demo import run_demo
+        from turnpack.train.demo import run_demo
     except ImportError as e:  # torch is an extra
         print(f"\n(training demo skipped: {e}; install 'turnpack[train]')")
         return 0

@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from turnpack._core import ChatTokenizer, TurnpackError
-from turnpack.data.errors import DataError
+from turnpack.data.errors import ON_ERROR, DataError, OnError
+from turnpack.data.options import DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS, PackingOptions
 from turnpack.data.pipeline import EncodePacker
-from turnpack.data.records import FIELDS
+from turnpack.data.records import FIELDS, Fields
 from turnpack.data.sharding import Shard
 from turnpack.data.shards import ShardWriter
 from turnpack.data.sources import Source, iter_epoch, resolve_sources, split_sample_id
 from turnpack.data.stats import RowTally, format_stats, with_totals
+from turnpack.tokenizer import load_tokenizer
 
-__all__ = ["build_parser", "load_tokenizer", "main", "prepare"]
+__all__ = ["build_parser", "main", "packing_options", "prepare", "tokenizer_from_args"]
 
 T = TypeVar("T")
 
@@ -75,15 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="{}",
         help="more encode options, e.g. '{\"enable_thinking\": false}'",
     )
-    enc.add_argument(
-        "--on-error", choices=("raise", "skip"), default="raise", help="bad records (default: raise)"
-    )
+    enc.add_argument("--on-error", choices=ON_ERROR, default="raise", help="bad records (default: raise)")
     enc.add_argument("--num-threads", type=int, default=None, help="encoding threads (default: all cores)")
     enc.add_argument("--chunk-size", type=int, default=4096, help="records per encode batch")
 
     pack = p.add_argument_group("packing")
-    pack.add_argument("--buffer", type=int, default=1024, help="samples per best-fit round (default: 1024)")
-    pack.add_argument("--max-open-rows", type=int, default=16)
+    pack.add_argument(
+        "--buffer", type=int, default=DEFAULT_BUFFER, help="samples per best-fit round (default: 1024)"
+    )
+    pack.add_argument("--max-open-rows", type=int, default=DEFAULT_MAX_OPEN_ROWS)
     pack.add_argument("--overflow", choices=("drop", "truncate"), default="drop")
     pack.add_argument("--pad-id", type=int, default=0)
 
@@ -104,16 +106,16 @@ def _json_arg(text: str, what: str) -> Any:
         raise ValueError(f"{what} is neither inline JSON nor a JSON file: {e}") from None
 
 
-def load_tokenizer(args: argparse.Namespace) -> tuple[ChatTokenizer, str]:
-    """The tokenizer the arguments describe, and a description of it for stats.json."""
-    template = args.chat_template.read_text() if args.chat_template else None
+def tokenizer_from_args(args: argparse.Namespace) -> tuple[ChatTokenizer, str]:
+    """The tokenizer the arguments describe (loaded by `turnpack.load_tokenizer`), and a description of
+    it for stats.json."""
     if (args.tokenizer is None) == (args.tiktoken is None):
         raise ValueError(
             "give either --tokenizer DIR or --tiktoken RANKS (with --pattern and --chat-template)"
         )
     if args.tokenizer is not None:
-        return ChatTokenizer.from_dir(args.tokenizer, chat_template=template), str(args.tokenizer)
-    if not args.pattern or template is None:
+        return load_tokenizer(args.tokenizer, args.chat_template), str(args.tokenizer)
+    if not args.pattern or args.chat_template is None:
         raise ValueError("--tiktoken needs --pattern and --chat-template")
     specials = _json_arg(args.special_tokens, "--special-tokens") if args.special_tokens else {}
     if not isinstance(specials, dict):
@@ -124,10 +126,28 @@ def load_tokenizer(args: argparse.Namespace) -> tuple[ChatTokenizer, str]:
         if not sep or not name:
             raise ValueError(f"--template-var takes NAME=VALUE, got {item!r}")
         variables[name] = value
-    tokenizer = ChatTokenizer.from_tiktoken(
-        args.tiktoken, args.pattern, special_tokens=specials, chat_template=template, template_vars=variables
+    tokenizer = load_tokenizer(
+        args.tiktoken,
+        args.chat_template,
+        pattern=args.pattern,
+        special_tokens=specials,
+        template_vars=variables,
     )
     return tokenizer, f"tiktoken:{args.tiktoken}"
+
+
+def packing_options(args: argparse.Namespace) -> PackingOptions:
+    """The encoding and packing options the arguments give (`--encode-kwargs` wins over `--supervise`)."""
+    encode_kwargs = _json_arg(args.encode_kwargs, "--encode-kwargs")
+    if not isinstance(encode_kwargs, dict):
+        raise TypeError("--encode-kwargs must be a JSON object")
+    return PackingOptions.from_encode_kwargs(
+        {"supervise": args.supervise, **encode_kwargs},
+        buffer=args.buffer,
+        max_open_rows=args.max_open_rows,
+        overflow=args.overflow,
+        pad_id=args.pad_id,
+    )
 
 
 class _Progress:
@@ -167,12 +187,23 @@ def prepare(
     sources: list[Source],
     tokenizer: ChatTokenizer,
     writer: ShardWriter,
+    options: PackingOptions | None = None,
     *,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
-    **pipeline_options: Any,
+    fields: Fields = "auto",
+    on_error: OnError = "raise",
+    num_threads: int | None = None,
+    chunk_size: int = 256,
 ) -> dict[str, Any]:
-    """Encodes and packs `sources` into `writer`'s folder; returns the written index."""
+    """Encodes and packs `sources` into `writer`'s folder; returns the written index.
+
+    `options` default to `PackingOptions(pad_id=writer.pad_id)`; their `pad_id` must be the writer's.
+    `fields`, `on_error`, `num_threads` and `chunk_size` are those of `EncodePacker`.
+    """
+    options = options or PackingOptions(pad_id=writer.pad_id)
+    if options.pad_id != writer.pad_id:
+        raise ValueError(f"the options pad with {options.pad_id}, the shards with {writer.pad_id}")
 
     def describe(sample_id: int) -> str:
         source, row = split_sample_id(sample_id)
@@ -180,7 +211,14 @@ def prepare(
 
     started = time.monotonic()
     pipe = EncodePacker(
-        tokenizer, writer.seq_len, describe=describe, pad_id=writer.pad_id, **pipeline_options
+        tokenizer,
+        writer.seq_len,
+        options,
+        describe=describe,
+        fields=fields,
+        on_error=on_error,
+        num_threads=num_threads,
+        chunk_size=chunk_size,
     )
     tally = RowTally()
     bar = _Progress(progress)
@@ -207,16 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        encode_kwargs = _json_arg(args.encode_kwargs, "--encode-kwargs")
-        if not isinstance(encode_kwargs, dict):
-            raise TypeError("--encode-kwargs must be a JSON object")
-        encode_kwargs.setdefault("supervise", args.supervise)
+        options = packing_options(args)
         sources = resolve_sources(args.inputs)  # before the (slower) tokenizer: fail fast on a typo
-        tokenizer, tokenizer_name = load_tokenizer(args)
+        tokenizer, tokenizer_name = tokenizer_from_args(args)
         writer = ShardWriter(
             args.out,
             args.seq_len,
-            pad_id=args.pad_id,
+            pad_id=options.pad_id,
             rows_per_shard=args.rows_per_shard,
             overwrite=args.overwrite,
         )
@@ -229,12 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         "seq_len": args.seq_len,
         "options": {
             "fields": args.fields,
-            "encode_kwargs": encode_kwargs,
+            # supervise is always recorded, as when --supervise went into the encode_kwargs dict
+            "encode_kwargs": {"supervise": options.supervise, **options.encode_kwargs()},
             "on_error": args.on_error,
-            "buffer": args.buffer,
-            "max_open_rows": args.max_open_rows,
-            "overflow": args.overflow,
-            "pad_id": args.pad_id,
+            **options.pack_kwargs(),
         },
     }
     try:
@@ -242,16 +275,13 @@ def main(argv: list[str] | None = None) -> int:
             sources,
             tokenizer,
             writer,
+            options,
             progress=not args.no_progress,
             metadata=metadata,
             fields=args.fields,
-            encode_kwargs=encode_kwargs,
             on_error=args.on_error,
             num_threads=args.num_threads,
             chunk_size=args.chunk_size,
-            buffer=args.buffer,
-            max_open_rows=args.max_open_rows,
-            overflow=args.overflow,
         )
     except (DataError, TurnpackError, ValueError, OSError) as e:
         writer.abort()

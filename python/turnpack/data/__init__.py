@@ -5,6 +5,7 @@ Modules, one job each:
 * `sources`  - reading records from JSONL/JSON/Parquet files, `datasets.Dataset`s and iterables
 * `records`  - field mapping (OpenAI `messages`, ShareGPT `conversations`) to what the encoder takes
 * `sharding` - splitting samples across ranks and DataLoader workers; seeded buffered shuffling
+* `options`  - `PackingOptions`: how records are encoded and packed, in one value
 * `pipeline` - encoding in Rust batches and packing, with per-sample error handling
 * `batching` - packed rows as numpy arrays, cut into fixed-size batches
 * `stats`    - sample accounting (packed or dropped, by reason) and its aggregation
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from turnpack.data.batching import IGNORE_INDEX
 from turnpack.data.errors import DataError, RecordError, SourceError
+from turnpack.data.options import PackingOptions
 from turnpack.data.records import to_conversation
 from turnpack.data.sources import make_sample_id, split_sample_id
 from turnpack.data.stats import merge_stats
@@ -31,9 +34,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from turnpack.data.loader import ChatDataLoader
 
 __all__ = [
+    "IGNORE_INDEX",
     "ChatDataLoader",
     "ChatDataset",
     "DataError",
+    "PackingOptions",
     "RecordError",
     "SourceError",
     "make_sample_id",

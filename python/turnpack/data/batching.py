@@ -5,6 +5,14 @@ The packer hands out rows in pieces of any size (whatever was ready); training w
 padded rectangles whose width depends on the rows they hold, so every batch is trimmed to the widest
 row *in that batch*: the same rows always give the same arrays, however they were produced (streamed or
 read back from prepared shards).
+
+Rows straight from the packer keep the packer's own arrays (`Rows.from_packed`). Prepared shards store
+only tokens, labels and per-document lengths and sample ids, so reading them back derives positions,
+document ids and boundaries: `Rows.from_documents` is the one place that does, and
+tests/test_prepare.py checks it against the packer's arrays.
+
+Arrays keep the dtype they arrive in (the packer's int32 tokens, shards' int32 labels, ...): the torch
+batch (`turnpack.data.dataset`) converts each once, to the dtype training takes.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from turnpack._core import PackedBatch
 
 __all__ = ["IGNORE_INDEX", "RowQueue", "Rows"]
 
+#: The label of a position that is not trained: the packer writes it, and it is the default
+#: `ignore_index` of `torch.nn.functional.cross_entropy`. Defined here only; everything else imports it.
 IGNORE_INDEX = -100
 
 
@@ -29,7 +39,7 @@ class Rows:
     """
 
     input_ids: np.ndarray  # int32 [n, L]
-    labels: np.ndarray  # int64 [n, L], IGNORE_INDEX where nothing is trained
+    labels: np.ndarray  # [n, L], IGNORE_INDEX where not trained; int64 (packer) or int32 (shards)
     position_ids: np.ndarray  # int32 [n, L]
     document_ids: np.ndarray  # int32 [n, L]; padding has id doc_counts[r]
     cu_seqlens: np.ndarray  # int32 [n, S + 1], tail filled with L
@@ -63,9 +73,9 @@ class Rows:
         doc_lens: list[np.ndarray],
         sample_ids: list[np.ndarray],
     ) -> Rows:
-        """Rebuilds the derived arrays (positions, document ids, boundaries) from each row's document
-        lengths, as the packer computes them. Used to read back prepared shards, which store only
-        tokens, labels and per-document data."""
+        """Rows read back from prepared shards, which store only tokens, labels and each row's document
+        lengths and sample ids: derives positions, document ids and boundaries from the lengths, as
+        the packer lays them out. The only such derivation; packer rows use `from_packed`."""
         n, seq_len = input_ids.shape
         position_ids = np.empty((n, seq_len), np.int32)
         document_ids = np.empty((n, seq_len), np.int32)
@@ -85,9 +95,7 @@ class Rows:
             cu_seqlens[r, 0] = 0
             cu_seqlens[r, 1 : len(lens) + 1] = np.cumsum(lens)
             sids[r, : len(lens)] = sample_ids[r]
-        return cls(
-            input_ids, labels.astype(np.int64), position_ids, document_ids, cu_seqlens, sids, doc_counts
-        )
+        return cls(input_ids, labels, position_ids, document_ids, cu_seqlens, sids, doc_counts)
 
     def used_tokens(self) -> np.ndarray:
         """Non-padding tokens per row."""

@@ -4,7 +4,7 @@ Design
 ------
 Each reader (one DataLoader worker of one rank) runs the whole pipeline on its own slice of the data:
 
-    sources ─> own rows ─> buffered shuffle ─> field mapping ─> encode_batch (Rust) ─> Packer ─> batches
+    sources ─> own rows ─> buffered shuffle ─> field mapping ─> encode + pack (Rust) ─> batches
 
 * **Sharding.** Worker `w` (of `W`) on rank `r` (of `R`) is shard `r * W + w` of `R * W`, and owns the
   rows whose position in the epoch's stream is its index modulo `R * W` (`turnpack.data.sharding`).
@@ -14,10 +14,11 @@ Each reader (one DataLoader worker of one rank) runs the whole pipeline on its o
   shuffle of each reader's rows (`shuffle_buffer` records, seeded by `(seed, epoch, shard)`). Prepared
   rows get a full permutation per epoch. Everything is a pure function of the seed, the epoch and the
   shard, so an epoch can be replayed exactly.
-* **Encoding and packing.** Records are encoded `encode_chunk` at a time by `ChatTokenizer.encode_batch`
-  (GIL released) on `num_threads` threads: 1 inside DataLoader workers unless set (the workers already
-  run in parallel), `TURNPACK_NUM_THREADS` or all cores in the main process. The `Packer` is fed in
-  order and its rows are cut into batches of `batch_size` rows.
+* **Encoding and packing.** Records are encoded `encode_chunk` at a time straight into the `Packer`
+  (`Packer.encode_extend`, GIL released) on `num_threads` threads: 1 inside DataLoader workers unless
+  set (the workers already run in parallel), `TURNPACK_NUM_THREADS` or all cores in the main process.
+  Samples reach the packer in order, as `options` (`PackingOptions`) say, and its rows are cut into
+  batches of `batch_size` rows.
 * **Batches.** Dicts of tensors, every per-token tensor `[B, seq_len]`:
   `input_ids`, `labels` (-100 where not trained; already shifted: `labels[t]` is the target of
   position `t`), `position_ids` (restart at 0 per document), `document_ids` (0, 1, ... per row; the
@@ -53,21 +54,21 @@ from torch.utils.data import IterableDataset
 
 from turnpack._core import ChatTokenizer
 from turnpack.data.batching import RowQueue, Rows
-from turnpack.data.pipeline import EncodePacker, OnError, check_encode_kwargs
+from turnpack.data.errors import OnError, check_on_error
+from turnpack.data.options import PackingOptions
+from turnpack.data.pipeline import EncodePacker
 from turnpack.data.progress import Progress, ResumePlan
 from turnpack.data.records import FIELDS, Fields
 from turnpack.data.sharding import Shard, buffered_shuffle, distributed_rank_world, epoch_seed, worker_info
 from turnpack.data.shards import ShardReader
 from turnpack.data.sources import iter_epoch, prepared_dir, resolve_sources, split_sample_id
 from turnpack.data.stats import RowTally
+from turnpack.tokenizer import load_tokenizer
 
 __all__ = ["META_KEY", "ChatDataset", "TokenizerLike"]
 
 # Key of the bookkeeping entry added to each item when a ChatDataLoader drives the dataset.
 META_KEY = "_turnpack"
-
-DEFAULT_BUFFER = 1024
-DEFAULT_MAX_OPEN_ROWS = 16
 
 TokenizerLike = ChatTokenizer | str | os.PathLike | Callable[[], ChatTokenizer]
 
@@ -75,11 +76,11 @@ TokenizerLike = ChatTokenizer | str | os.PathLike | Callable[[], ChatTokenizer]
 _Item = tuple[int, Rows | None, dict[str, int]]
 
 
-def _load_tokenizer(spec: TokenizerLike) -> ChatTokenizer:
+def _resolve_tokenizer(spec: TokenizerLike) -> ChatTokenizer:
     if isinstance(spec, ChatTokenizer):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        return ChatTokenizer.from_dir(spec)
+        return load_tokenizer(spec)
     if callable(spec):
         tokenizer = spec()
         if not isinstance(tokenizer, ChatTokenizer):
@@ -88,7 +89,8 @@ def _load_tokenizer(spec: TokenizerLike) -> ChatTokenizer:
             )
         return tokenizer
     raise TypeError(
-        "tokenizer must be a ChatTokenizer, a model folder, or a function returning a ChatTokenizer, "
+        "tokenizer must be a ChatTokenizer, a model folder or tokenizer file, or a function returning a "
+        "ChatTokenizer, "
         f"got {type(spec).__name__}"
     )
 
@@ -116,24 +118,30 @@ class ChatDataset(IterableDataset):
         source: JSONL/JSON/Parquet path, folder or glob, or a list of them; a `datasets.Dataset`; a
             list or other re-iterable collection of records; a function returning an iterator of
             records; or a folder written by `turnpack prepare` (then `tokenizer` is not needed).
-        tokenizer: a `ChatTokenizer`, a Hugging Face model folder (loaded with
-            `ChatTokenizer.from_dir`), or a picklable function returning a `ChatTokenizer`. The last
-            two also work with DataLoader start methods that pickle the dataset (spawn, forkserver).
+        tokenizer: a `ChatTokenizer`, what `turnpack.load_tokenizer` loads (a Hugging Face model
+            folder, a tokenizer.json file, `"example"`), or a picklable function returning a
+            `ChatTokenizer`. All work with DataLoader start methods that pickle the dataset (spawn,
+            forkserver): a tokenizer object travels with the dataset, a path or a function is loaded
+            again in each worker.
         seq_len: tokens per row (read from the index for prepared shards).
         batch_size: rows per batch.
-        buffer, max_open_rows, overflow, pad_id: packing options (see `turnpack.pack`).
+        options: how records are encoded and packed, as one `PackingOptions`; or give the loose
+            keyword arguments below (not both).
+        buffer, max_open_rows, overflow, pad_id: packing options (see `turnpack.pack`; defaults 1024,
+            16, "drop", 0). For prepared shards, `pad_id` (or `options.pad_id`), when given, must be the
+            folder's.
         shuffle, seed, shuffle_buffer: per-epoch seeded shuffling (see the module docstring).
         rank, world_size: this process's place among data-parallel ranks; by default from
             `torch.distributed` when it is initialized when the dataset is built, else 0 and 1.
         fields: record layout, `"auto"`, `"messages"` (OpenAI) or `"sharegpt"`.
-        encode_kwargs: passed to `ChatTokenizer.encode_batch` (`supervise`, `eot`, `start`, `tools`,
-            template variables such as `enable_thinking`, ...).
+        encode_kwargs: encoding options as `ChatTokenizer.encode_batch` takes them (`supervise`, `eot`,
+            `start`, `tools`, template variables such as `enable_thinking`, ...).
         on_error: `"raise"` a typed error naming the file and line of a bad record, or `"skip"` it
             and count it as `dropped_error`.
         num_threads: encoding threads per reader (None: 1 in a DataLoader worker, else the default).
         epochs: epochs per pass over the dataset; None loops forever.
         drop_last: drop each epoch's short last batch (its samples are counted as dropped).
-        encode_chunk: records per `encode_batch` call.
+        encode_chunk: records per `encode_extend` call.
     """
 
     def __init__(
@@ -143,9 +151,10 @@ class ChatDataset(IterableDataset):
         seq_len: int | None = None,
         *,
         batch_size: int,
-        buffer: int = DEFAULT_BUFFER,
-        max_open_rows: int = DEFAULT_MAX_OPEN_ROWS,
-        overflow: str = "drop",
+        options: PackingOptions | None = None,
+        buffer: int | None = None,
+        max_open_rows: int | None = None,
+        overflow: str | None = None,
         pad_id: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
@@ -165,23 +174,25 @@ class ChatDataset(IterableDataset):
             raise ValueError(f"batch_size must be at least 1 row, got {batch_size}")
         if epochs is not None and epochs < 1:
             raise ValueError(f"epochs must be at least 1, or None to loop forever, got {epochs}")
-        if overflow not in ("drop", "truncate"):
-            raise ValueError(f"overflow must be 'drop' or 'truncate', got {overflow!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if fields not in FIELDS:
             raise ValueError(f"fields must be one of {', '.join(map(repr, FIELDS))}, got {fields!r}")
+        loose = {"buffer": buffer, "max_open_rows": max_open_rows, "overflow": overflow, "pad_id": pad_id}
+        loose = {key: value for key, value in loose.items() if value is not None}
+        if options is None:
+            options = PackingOptions.from_encode_kwargs(encode_kwargs, **loose)
+            wanted_pad_id = pad_id
+        elif loose or encode_kwargs is not None:
+            given = ", ".join([*loose, *(["encode_kwargs"] if encode_kwargs is not None else [])])
+            raise ValueError(f"pass either options or {given}, not both")
+        else:
+            wanted_pad_id = options.pad_id
         self.batch_size = batch_size
-        self.buffer = buffer
-        self.max_open_rows = max_open_rows
-        self.overflow = overflow
         self.shuffle = shuffle
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
         self.rank, self.world_size = distributed_rank_world(rank, world_size)
         self.fields: Fields = fields
-        self.encode_kwargs = check_encode_kwargs(encode_kwargs)
-        self.on_error: OnError = on_error
+        self.on_error: OnError = check_on_error(on_error)
         self.num_threads = num_threads
         self.epochs = epochs
         self.drop_last = drop_last
@@ -192,9 +203,13 @@ class ChatDataset(IterableDataset):
         if self._reader is not None:
             if seq_len not in (None, self._reader.seq_len):
                 raise ValueError(f"{folder} was prepared with seq_len={self._reader.seq_len}, not {seq_len}")
-            if pad_id not in (None, self._reader.pad_id):
-                raise ValueError(f"{folder} was prepared with pad_id={self._reader.pad_id}, not {pad_id}")
+            if wanted_pad_id not in (None, self._reader.pad_id):
+                raise ValueError(
+                    f"{folder} was prepared with pad_id={self._reader.pad_id}, not {wanted_pad_id}"
+                )
             self.seq_len, self.pad_id = self._reader.seq_len, self._reader.pad_id
+            # The folder's rows are packed already: no options apply to them.
+            self.options: PackingOptions | None = None
             self._sources = []
             self._tokenizer_spec, self._tokenizer = None, None
         else:
@@ -204,10 +219,11 @@ class ChatDataset(IterableDataset):
                 raise ValueError(
                     "a tokenizer is needed to encode conversations (only prepared shards need none)"
                 )
-            self.seq_len, self.pad_id = seq_len, 0 if pad_id is None else pad_id
+            self.seq_len, self.pad_id = seq_len, options.pad_id
+            self.options = options
             self._sources = resolve_sources(source)
             self._tokenizer_spec = None if isinstance(tokenizer, ChatTokenizer) else tokenizer
-            self._tokenizer = _load_tokenizer(tokenizer)  # now, so that a bad tokenizer fails here
+            self._tokenizer = _resolve_tokenizer(tokenizer)  # now, so that a bad tokenizer fails here
         self._progress = Progress(1, self._config())
         # Set on the per-run views a ChatDataLoader makes: where each worker starts, and whether to
         # attach META_KEY bookkeeping to items. None when the dataset is iterated directly.
@@ -228,11 +244,12 @@ class ChatDataset(IterableDataset):
     @property
     def tokenizer(self) -> ChatTokenizer | None:
         if self._tokenizer is None and self._tokenizer_spec is not None:
-            self._tokenizer = _load_tokenizer(self._tokenizer_spec)
+            self._tokenizer = _resolve_tokenizer(self._tokenizer_spec)
         return self._tokenizer
 
     def _config(self) -> dict[str, Any]:
         """What determines the stream of batches; a resume state must have been saved under the same."""
+        options = self.options
         return {
             "source": "prepared" if self.prepared else "stream",
             "rank": self.rank,
@@ -244,11 +261,11 @@ class ChatDataset(IterableDataset):
             "seq_len": self.seq_len,
             "drop_last": self.drop_last,
             "packing": None
-            if self.prepared
-            else [self.buffer, self.max_open_rows, self.overflow, self.pad_id],
+            if options is None
+            else [options.buffer, options.max_open_rows, options.overflow, options.pad_id],
             "encoding": None
-            if self.prepared
-            else json.dumps([self.fields, self.encode_kwargs], sort_keys=True, default=repr),
+            if options is None
+            else json.dumps([self.fields, options.encode_kwargs()], sort_keys=True, default=repr),
         }
 
     def set_epoch(self, epoch: int) -> None:
@@ -282,16 +299,11 @@ class ChatDataset(IterableDataset):
         return view
 
     def __getstate__(self) -> dict[str, Any]:
-        # Spawned/forkserver workers receive the dataset pickled. A ChatTokenizer cannot be pickled,
-        # but a model folder or a factory can be reloaded in the worker.
+        # Spawned/forkserver workers receive the dataset pickled. A ChatTokenizer object is pickled
+        # with it (it pickles as its tokenizer.json and template); a model folder or a factory is
+        # sent instead of the tokenizer it loaded, and loaded again in the worker.
         state = self.__dict__.copy()
-        if state["_tokenizer"] is not None:
-            if state["_tokenizer_spec"] is None:
-                raise TypeError(
-                    "this ChatDataset holds a ChatTokenizer object, which cannot be sent to a spawned "
-                    "DataLoader worker: pass tokenizer as a model folder path or as a picklable function "
-                    "returning the tokenizer, or use the 'fork' start method"
-                )
+        if state["_tokenizer_spec"] is not None:
             state["_tokenizer"] = None
         return state
 
@@ -360,16 +372,13 @@ class ChatDataset(IterableDataset):
             source, row = split_sample_id(sample_id)
             return sources[source].describe(row)
 
+        assert self.options is not None  # a streamed dataset always has options
         pipe = EncodePacker(
             self.tokenizer,
             self.seq_len,
+            self.options,
             describe=describe,
-            buffer=self.buffer,
-            max_open_rows=self.max_open_rows,
-            overflow=self.overflow,
-            pad_id=self.pad_id,
             fields=self.fields,
-            encode_kwargs=self.encode_kwargs,
             on_error=self.on_error,
             num_threads=threads,
             chunk_size=self.encode_chunk,

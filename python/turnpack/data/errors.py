@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, cast
+
 from turnpack._core import TurnpackError
 
-__all__ = ["DataError", "RecordError", "SourceError"]
+__all__ = ["ON_ERROR", "DataError", "OnError", "RecordError", "SourceError", "check_on_error"]
+
+#: What to do with a bad record: raise its error, or skip it and count it as `dropped_error`.
+OnError = Literal["raise", "skip"]
+ON_ERROR: tuple[str, ...] = ("raise", "skip")
 
 
 class DataError(TurnpackError):
@@ -19,3 +25,10 @@ class SourceError(DataError):
 class RecordError(DataError):
     """One record is malformed (bad JSON line, missing or ill-typed fields). With `on_error="skip"` it is
     counted as `dropped_error` instead of raised."""
+
+
+def check_on_error(on_error: str) -> OnError:
+    """`on_error`, if it is one of `ON_ERROR` (the one check of it, wherever it is accepted)."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return cast(OnError, on_error)

@@ -1,9 +1,10 @@
 """Records in, packed rows out: field mapping, encoding in Rust batches, packing.
 
-Encoding runs through `ChatTokenizer.encode_batch` on chunks of records, so the work happens in Rust
-with the GIL released, on `num_threads` threads. Failed samples always come back in place
-(`on_error="skip"` on the Rust side) so that this module can name the file and line of the failure, and
-then raise it or count it as `dropped_error`, as the caller asked.
+Encoding runs through `Packer.encode_extend` on chunks of records: `ChatTokenizer.encode_batch`'s work
+in Rust, with the GIL released, on `num_threads` threads, each encoding pushed straight into the packer
+(no Python `Encoding` in between). A failed sample comes back in its place (as `encode_batch` with
+`on_error="skip"` returns it), so that this module can name the file and line of the failure, and then
+raise it or count it as `dropped_error`, as the caller asked.
 
 The packed rows depend only on the order of the records and the packing options (the packer is
 deterministic, and chunking does not change what is pushed), which is what lets a reader replay an
@@ -13,31 +14,19 @@ epoch exactly.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from turnpack._core import ChatTokenizer, Packer
 from turnpack.data.batching import Rows
-from turnpack.data.errors import RecordError
+from turnpack.data.errors import OnError, RecordError, check_on_error
+from turnpack.data.options import PackingOptions
 from turnpack.data.records import Fields, to_conversation
 
-__all__ = ["EncodePacker", "OnError", "check_encode_kwargs"]
+__all__ = ["EncodePacker"]
 
-OnError = Literal["raise", "skip"]
-
-# encode_batch prefixes errors with the sample's index in the chunk, which means nothing to the user.
+# encode_extend prefixes errors with the sample's index in the chunk, which means nothing to the user.
 _CHUNK_PREFIX = re.compile(r"^sample \d+: ")
-
-# Arguments the pipeline sets itself.
-_RESERVED = frozenset({"num_threads", "on_error", "conversations"})
-
-
-def check_encode_kwargs(encode_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    kwargs = dict(encode_kwargs or {})
-    reserved = sorted(_RESERVED & kwargs.keys())
-    if reserved:
-        raise ValueError(f"encode_kwargs may not set {', '.join(reserved)}: they are arguments of their own")
-    return kwargs
 
 
 def _located(error: BaseException, where: str) -> Exception:
@@ -54,36 +43,30 @@ def _located(error: BaseException, where: str) -> Exception:
 class EncodePacker:
     """Turns `(sample_id, record)` pairs into packed `Rows`, keeping count of every sample.
 
-    `describe(sample_id)` names a sample's origin (file and line) for error messages.
+    `options` say how records are encoded and packed; `describe(sample_id)` names a sample's origin
+    (file and line) for error messages.
     """
 
     def __init__(
         self,
         tokenizer: ChatTokenizer,
         seq_len: int,
+        options: PackingOptions,
         *,
         describe: Callable[[int], str],
-        buffer: int,
-        max_open_rows: int,
-        overflow: str,
-        pad_id: int,
         fields: Fields = "auto",
-        encode_kwargs: Mapping[str, Any] | None = None,
         on_error: OnError = "raise",
         num_threads: int | None = None,
         chunk_size: int = 256,
         max_error_examples: int = 5,
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = check_on_error(on_error)
         self.tokenizer = tokenizer
-        self.packer = Packer(
-            seq_len, buffer=buffer, max_open_rows=max_open_rows, overflow=overflow, pad_id=pad_id
-        )
+        self.options = options
+        self.packer = Packer(seq_len, **options.pack_kwargs())
+        self.encode_kwargs = options.encode_kwargs()
         self.describe = describe
         self.fields: Fields = fields
-        self.encode_kwargs = check_encode_kwargs(encode_kwargs)
-        self.on_error = on_error
         self.num_threads = num_threads
         self.chunk_size = max(1, chunk_size)
         self.samples = 0
@@ -140,21 +123,18 @@ class EncodePacker:
             return None
 
     def _encode_and_pack(self, chunk: list[tuple[int, dict[str, Any]]]) -> Iterator[Rows]:
-        encodings = self.tokenizer.encode_batch(
+        # The good samples are in the packer when this returns; with on_error="raise" the first
+        # failure then ends the run, so what they were packed into is never seen.
+        errors = self.packer.encode_extend(
+            self.tokenizer,
             [conversation for _, conversation in chunk],
+            sample_ids=[sample_id for sample_id, _ in chunk],
             num_threads=self.num_threads,
-            on_error="skip",
             **self.encode_kwargs,
         )
-        ids, good = [], []
-        for (sample_id, _), encoding in zip(chunk, encodings):
-            if isinstance(encoding, BaseException):
-                self._fail(_located(encoding, self.describe(sample_id)))
-            else:
-                ids.append(sample_id)
-                good.append(encoding)
-        if good:
-            self.packer.extend(good, sample_ids=ids)
+        for (sample_id, _), error in zip(chunk, errors):
+            if error is not None:
+                self._fail(_located(error, self.describe(sample_id)))
         ready = self.packer.pop_ready()
         if ready is not None and len(ready):
             yield Rows.from_packed(ready)

@@ -4,7 +4,7 @@ A config file has up to four sections; every key is optional (defaults train the
 reference model on the built-in example dataset for a short CPU run)::
 
     [model]
-    preset = "tiny"            # "tiny" or "100m" (turnpack.model presets); other keys override it
+    preset = "tiny"            # "tiny" or "100m" (turnpack.train.model presets); other keys override it
     dim = 128
     n_layers = 3
 
@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from turnpack.data.options import PackingOptions
+
 __all__ = [
     "EXAMPLE_CONFIG",
     "CheckpointConfig",
@@ -68,7 +70,7 @@ def _positive(section: object, name: str, *keys: str) -> None:
 
 @dataclass
 class ModelSection:
-    """The reference :class:`~turnpack.model.Transformer`: a preset plus overrides.
+    """The reference :class:`~turnpack.train.model.Transformer`: a preset plus overrides.
 
     ``None`` keeps the preset's value.  ``vocab_size`` defaults to the
     tokenizer's; ``max_seq_len`` defaults to ``data.seq_len``.
@@ -92,7 +94,7 @@ class DataConfig:
     """Where batches come from.
 
     Sources:
-        ``example``: the built-in register-machine dialogues (:mod:`turnpack.examples`),
+        ``example``: the built-in register-machine dialogues (:mod:`turnpack.train.examples`),
         ``num_examples`` of them, encoded with the bundled tokenizer and packed once in memory.
         ``dataset``: :class:`turnpack.data.ChatDataset` over ``path``: JSONL/JSON/Parquet files
         (a file, folder or glob), streamed, encoded with ``tokenizer`` and packed on the fly; or a
@@ -119,6 +121,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "data", "batch_size", "num_examples")
+
+    def packing_options(self, pad_id: int = 0) -> PackingOptions:
+        """How this source's conversations are encoded and packed: the defaults, with this section's
+        ``overflow`` and the source's padding token ``pad_id``."""
+        return PackingOptions(overflow=self.overflow, pad_id=pad_id)
 
 
 @dataclass

@@ -8,23 +8,22 @@ own loader and must get its own share of the data.
 
 :class:`PackedBatches` is such a loader over rows packed in memory once
 (``turnpack.pack``), and :func:`build_loader` is the one place where a
-:class:`~turnpack.train_config.DataConfig` becomes a loader.
+:class:`~turnpack.train.config.DataConfig` becomes a loader.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 import turnpack
-from turnpack.train_config import DataConfig
+from turnpack.tokenizer import load_tokenizer
+from turnpack.train.config import DataConfig
 
 __all__ = [
     "BATCH_KEYS",
@@ -34,8 +33,6 @@ __all__ = [
     "PackedBatches",
     "StatefulLoader",
     "build_loader",
-    "load_tokenizer",
-    "tokenizer_vocab_size",
 ]
 
 #: The tensors every batch carries, each int64 ``[rows, seq_len]``.
@@ -129,35 +126,6 @@ class PackedBatches:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
 
-# --------------------------------------------------------------- tokenizers
-
-
-def load_tokenizer(spec: str, chat_template: str | None = None) -> turnpack.ChatTokenizer:
-    """A ChatTokenizer from ``"example"``, a model directory or a tokenizer.json file.
-
-    ``chat_template`` is the path of a template file that replaces the tokenizer's.
-    """
-    template = Path(chat_template).read_text(encoding="utf-8") if chat_template else None
-    if spec == "example":
-        from turnpack import examples
-
-        spec, template = str(examples.TOKENIZER_PATH), template or examples.CHAT_TEMPLATE
-    path = Path(spec)
-    if path.is_dir():
-        return turnpack.ChatTokenizer.from_dir(str(path), chat_template=template)
-    return turnpack.ChatTokenizer(str(path), chat_template=template)
-
-
-def tokenizer_vocab_size(tok: turnpack.ChatTokenizer) -> int:
-    """Highest token id of the tokenizer's model vocabulary or added tokens, plus one."""
-    spec = json.loads(tok.to_tokenizer_json())
-    vocab = spec["model"]["vocab"]
-    # BPE / WordPiece / WordLevel store {token: id}; Unigram stores [[token, score], ...] in id order.
-    highest = max(vocab.values()) if isinstance(vocab, dict) else len(vocab) - 1
-    added = [t["id"] for t in spec.get("added_tokens", [])]
-    return max([highest, *added]) + 1
-
-
 # ------------------------------------------------------------------ hookup
 
 
@@ -172,12 +140,13 @@ class DataSource:
 
 
 def _example_source(config: DataConfig, rank: int, world_size: int, seed: int) -> DataSource:
-    from turnpack import examples
+    from turnpack.train import examples
 
     seq_len = config.seq_len or DEFAULT_SEQ_LEN
+    options = config.packing_options(pad_id=examples.PAD_ID)
     dialogues = examples.register_dialogues(config.num_examples, seed=seed)
-    encodings = examples.example_tokenizer().encode_batch(dialogues)
-    packed = turnpack.pack(encodings, seq_len, overflow=config.overflow, pad_id=examples.PAD_ID)
+    encodings = examples.example_tokenizer().encode_batch(dialogues, **options.encode_kwargs())
+    packed = turnpack.pack(encodings, seq_len, **options.pack_kwargs())
     loader = PackedBatches(
         packed, config.batch_size, rank=rank, world_size=world_size, shuffle=config.shuffle, seed=seed
     )
@@ -202,7 +171,7 @@ def _chat_dataset_source(config: DataConfig, rank: int, world_size: int, seed: i
     if config.tokenizer:
         # A picklable factory rather than the tokenizer itself, so that spawned workers can rebuild it.
         tokenizer = functools.partial(load_tokenizer, config.tokenizer, config.chat_template)
-        vocab_size = tokenizer_vocab_size(tokenizer())
+        vocab_size = tokenizer().vocab_size
     elif not prepared:
         raise ValueError("data.tokenizer is needed to encode conversations (only prepared folders need none)")
     dataset = ChatDataset(
@@ -210,7 +179,8 @@ def _chat_dataset_source(config: DataConfig, rank: int, world_size: int, seed: i
         None if prepared else tokenizer,
         config.seq_len or (None if prepared else DEFAULT_SEQ_LEN),
         batch_size=config.batch_size,
-        overflow=config.overflow,
+        # a prepared folder's rows are packed already; streamed ones are packed as the config says
+        options=None if prepared else config.packing_options(),
         shuffle=config.shuffle,
         seed=seed,
         rank=rank,

@@ -20,9 +20,10 @@ learned from the dialogues by :func:`learn_merges` (``user``, ``assistant``,
 ``a = ``, ...).  Merges never touch digits or newlines, so every value is a
 token of its own and no token straddles a role header and a message.  It is
 loaded through the ordinary :class:`turnpack.ChatTokenizer` with the ChatML
-template in ``example_data/chat_template.jinja``.  :func:`build_tokenizer_json`
-regenerates the file (``python -m turnpack.examples``); a test checks that the
-two agree.
+template in ``example_data/chat_template.jinja``, and decoded by it
+(``example_tokenizer().decode(ids)``).  :func:`build_tokenizer_json` regenerates
+the file (``python -m turnpack.train.examples``); a test checks that the two
+agree.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ __all__ = [
     "TOKENIZER_PATH",
     "VOCAB_SIZE",
     "build_tokenizer_json",
-    "decode",
     "example_tokenizer",
     "learn_merges",
     "register_dialogue",
@@ -200,23 +200,6 @@ def example_tokenizer() -> turnpack.ChatTokenizer:
         chat_template=CHAT_TEMPLATE,
         special_tokens={"eos_token": IM_END, "pad_token": PAD},
     )
-
-
-@functools.cache
-def _token_bytes() -> list[bytes]:
-    """The bytes of every token id of the bundled tokenizer (special tokens: their text)."""
-    vocab = json.loads(TOKENIZER_PATH.read_text(encoding="utf-8"))["model"]["vocab"]
-    u2b = {char: byte for byte, char in _bytes_to_unicode().items()}
-    table = [b""] * (max(vocab.values()) + 1)
-    for token, i in vocab.items():
-        table[i] = token.encode() if token in SPECIAL_TOKENS else bytes(u2b[c] for c in token)
-    return table
-
-
-def decode(ids: Sequence[int]) -> str:
-    """Token ids of the example tokenizer back to text (special tokens as their text)."""
-    table = _token_bytes()
-    return b"".join(table[int(i)] for i in ids).decode("utf-8", errors="replace")
 
 
 # ------------------------------------------------------------------- dialogues

@@ -5,7 +5,7 @@ One file per saved step, ``step_00000100.pt``, holding
 * ``model``, ``optimizer``: their ``state_dict()`` (identical on every rank
   under DDP, so rank 0's copy is saved);
 * ``step``: optimizer steps completed (the learning-rate schedule is a function
-  of it, see :mod:`turnpack.schedule`);
+  of it, see :mod:`turnpack.train.schedule`);
 * ``ranks``: one entry per rank with its data-loader state and RNG states,
   because each rank reads its own shard and draws its own random numbers;
 * ``config``: the run's config as a plain dict, for reference.

@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from turnpack.attention import dense_document_mask, document_block_mask, flex_attention_forward
+from turnpack.data.batching import IGNORE_INDEX
 
 if TYPE_CHECKING:  # pragma: no cover - import only for annotations
     from torch.nn.attention.flex_attention import BlockMask
 
 __all__ = [
-    "IGNORE_INDEX",
     "MLP",
     "Attention",
     "AttentionBackend",
@@ -56,9 +56,6 @@ __all__ = [
 ]
 
 AttentionBackend = Literal["flex", "sdpa", "auto"]
-
-#: Label value that is not trained (matches the packer and ``F.cross_entropy``'s default).
-IGNORE_INDEX = -100
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A short CPU training run on the built-in example dataset, end to end.
 
-:func:`run_demo` generates register-machine dialogues (:mod:`turnpack.examples`),
+:func:`run_demo` generates register-machine dialogues (:mod:`turnpack.train.examples`),
 encodes them with the bundled byte-level ChatML tokenizer, packs them, trains
 the reference model with :func:`turnpack.train.train` (the same loop as
 ``turnpack train``), and then asks the model unseen dialogues' final questions,
@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from turnpack import examples
-from turnpack.model import Transformer
-from turnpack.train import train
-from turnpack.train_config import EXAMPLE_CONFIG, TrainConfig, apply_override, load_config
+from turnpack.train import examples
+from turnpack.train.config import EXAMPLE_CONFIG, TrainConfig, apply_override, load_config
+from turnpack.train.loop import train
+from turnpack.train.model import Transformer
 
 __all__ = ["DemoResult", "answer", "demo_config", "run_demo"]
 
@@ -77,7 +77,7 @@ def answer(model: Transformer, messages: list[dict[str, str]], max_new_tokens: i
     prompt = tok.tokenize(tok.render(messages, add_generation_prompt=True))
     device = next(model.parameters()).device
     out = model.generate(torch.tensor(prompt, device=device), max_new_tokens, eos_id=examples.IM_END_ID)
-    return examples.decode(out.tolist()).removesuffix(examples.IM_END)
+    return tok.decode(out.tolist()).removesuffix(examples.IM_END)
 
 
 def _held_out(n: int, training: list[list[dict[str, str]]]) -> list[list[dict[str, str]]]:

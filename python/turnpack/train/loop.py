@@ -46,7 +46,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from turnpack.checkpoint import (
+from turnpack.data.batching import IGNORE_INDEX
+from turnpack.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     latest_checkpoint,
@@ -55,10 +56,10 @@ from turnpack.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from turnpack.model import IGNORE_INDEX, ModelConfig, Transformer, config_100m, config_tiny
-from turnpack.schedule import WarmupCosine
-from turnpack.train_config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
-from turnpack.train_data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+from turnpack.train.config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
+from turnpack.train.data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.train.schedule import WarmupCosine
 
 __all__ = [
     "Distributed",
@@ -283,7 +284,7 @@ def train(
 
     Args:
         config: the full run configuration.
-        source: this rank's data; by default :func:`~turnpack.train_data.build_loader`
+        source: this rank's data; by default :func:`~turnpack.train.data.build_loader`
             builds it from ``config.data``.  Any iterable of dict batches works;
             one with ``state_dict()``/``load_state_dict()`` resumes exactly.
         echo: where rank 0's log lines go.
@@ -355,7 +356,8 @@ def _train(
         except StopIteration:  # a finite loader: start another pass
             batches = iter(loader)
             batch = next(batches)
-        return {k: batch[k].to(device=device, dtype=torch.long, non_blocking=True) for k in BATCH_KEYS}
+        # Loaders hand out int64 already (ChatDataset and PackedBatches widen once): only move them.
+        return {k: batch[k].to(device=device, non_blocking=True) for k in BATCH_KEYS}
 
     result = TrainResult(raw_model, step, source=source)
     # Totals since the last log line, kept on the device so that no step waits for the GPU.

@@ -1,0 +1,5 @@
+import sys
+
+from turnpack.train.loop import main
+
+sys.exit(main())
