@@ -9,17 +9,17 @@ import numpy.typing as npt
 
 __version__: str
 __all__ = [
-    "__version__",
-    "TurnpackError",
-    "TemplateError",
-    "ConversationError",
-    "TokenizerError",
     "ChatTokenizer",
+    "ConversationError",
     "Encoding",
-    "Packer",
     "PackedBatch",
-    "render_template",
+    "Packer",
+    "TemplateError",
+    "TokenizerError",
+    "TurnpackError",
+    "__version__",
     "pack",
+    "render_template",
 ]
 
 Message: TypeAlias = Mapping[str, Any]
