@@ -3,7 +3,7 @@
 
 use crate::encoding::{ForPython, PyEncoding};
 use crate::errors::{to_py, to_py_with_context};
-use crate::inputs::{conversation, read_batch, str_pairs, tools_value, vars_from_dict};
+use crate::inputs::{conversation, start_batch, str_pairs, tools_value, vars_from_dict, ReadBatch};
 use crate::options::{encode_options, skip_errors, EotArg};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use turnpack_core::{guarded, tiktoken, BatchEncoder, ChatTemplate, ChatTokenizer, TextTokenizer};
+use turnpack_core::{guarded, tiktoken, ChatTemplate, ChatTokenizer, TextTokenizer};
 
 #[pyclass(module = "turnpack._core", name = "ChatTokenizer", frozen)]
 pub struct PyChatTokenizer {
@@ -178,18 +178,20 @@ impl PyChatTokenizer {
     ) -> PyResult<Py<PyList>> {
         let skip = skip_errors(on_error)?;
         let opts = encode_options(supervise, eot, start, spans, boundary, method)?;
-        let tools = tools_value(tools)?;
-        let vars = vars_from_dict(template_kwargs)?;
-        let mut batch = BatchEncoder::new(
-            self.inner.clone(),
+        let ReadBatch {
+            batch,
+            unread,
+            read,
+        } = start_batch(
+            py,
+            &self.inner,
+            conversations,
             tools,
-            vars,
+            template_kwargs,
             opts,
             num_threads,
             ForPython::new,
-        );
-        // this thread reads the samples (it holds the GIL) while workers encode them
-        let (unread, read) = read_batch(py, conversations, &mut batch)?;
+        )?;
         let done = py.detach(move || batch.finish());
         read?;
         let out = PyList::empty(py);

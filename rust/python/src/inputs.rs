@@ -5,7 +5,10 @@ use crate::convert::to_json;
 use crate::errors::{to_py, ConversationError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use turnpack_core::{from_json, BatchEncoder, BatchSample, Conversation, Vars};
+use std::sync::Arc;
+use turnpack_core::{
+    from_json, BatchEncoder, BatchSample, ChatTokenizer, Conversation, EncodeOptions, Encoded, Vars,
+};
 
 /// A conversation (a list of message dicts), checked and prepared by the core.
 pub fn conversation(messages: &Bound<'_, PyAny>) -> PyResult<Conversation> {
@@ -66,10 +69,44 @@ fn batch_sample(item: &Bound<'_, PyAny>) -> PyResult<BatchSample> {
     }
 }
 
+/// A batch whose items were all read: the encoder (still encoding them), per item the error that
+/// kept it from being read (prefixed with its index), and the error that stopped the iteration
+/// itself. The batch has to be finished either way.
+pub struct ReadBatch<T> {
+    pub batch: BatchEncoder<T>,
+    pub unread: Vec<Option<PyErr>>,
+    pub read: PyResult<()>,
+}
+
+/// Starts a batch with the call's tools and template keywords and reads `items` into it (`finish`
+/// converts each result on the thread that encoded it).
+#[allow(clippy::too_many_arguments)]
+pub fn start_batch<T: Send + 'static>(
+    py: Python<'_>,
+    tok: &Arc<ChatTokenizer>,
+    items: &Bound<'_, PyAny>,
+    tools: Option<&Bound<'_, PyAny>>,
+    template_kwargs: Option<&Bound<'_, PyDict>>,
+    opts: EncodeOptions,
+    num_threads: Option<usize>,
+    finish: impl Fn(Encoded) -> T + Send + Sync + 'static,
+) -> PyResult<ReadBatch<T>> {
+    let tools = tools_value(tools)?;
+    let vars = vars_from_dict(template_kwargs)?;
+    let mut batch = BatchEncoder::new(tok.clone(), tools, vars, opts, num_threads, finish);
+    // this thread reads the samples (it holds the GIL) while workers encode them
+    let (unread, read) = read_batch(py, items, &mut batch)?;
+    Ok(ReadBatch {
+        batch,
+        unread,
+        read,
+    })
+}
+
 /// Reads every item of `items` into `batch` (which starts encoding them as they come). Returns
 /// per item the error that kept it from being read (prefixed with its index), and the error that
 /// stopped the iteration itself, if any: the batch still has to be finished either way.
-pub fn read_batch<T: Send + 'static>(
+fn read_batch<T: Send + 'static>(
     py: Python<'_>,
     items: &Bound<'_, PyAny>,
     batch: &mut BatchEncoder<T>,

@@ -3,14 +3,14 @@
 
 use crate::chat_tokenizer::PyChatTokenizer;
 use crate::errors::{to_py, to_py_with_context};
-use crate::inputs::{read_batch, tools_value, vars_from_dict};
+use crate::inputs::{start_batch, ReadBatch};
 use crate::options::{encode_options, pack_options, EotArg};
 use crate::packed_batch::{stats_dict, PyPackedBatch};
 use crate::samples::{self, sample_of};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use turnpack_core::{BatchEncoder, Packer};
+use turnpack_core::Packer;
 
 /// Streaming packer: push samples, pop finished rows; `flush()` at the end of the stream.
 #[pyclass(module = "turnpack._core", name = "Packer")]
@@ -103,17 +103,20 @@ impl PyPacker {
         template_kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyList>> {
         let opts = encode_options(supervise, eot, start, spans, boundary, method)?;
-        let tools = tools_value(tools)?;
-        let vars = vars_from_dict(template_kwargs)?;
-        let mut batch = BatchEncoder::new(
-            tokenizer.inner.clone(),
+        let ReadBatch {
+            batch,
+            unread,
+            read,
+        } = start_batch(
+            py,
+            &tokenizer.inner,
+            conversations,
             tools,
-            vars,
+            template_kwargs,
             opts,
             num_threads,
             |encoded| encoded,
-        );
-        let (unread, read) = read_batch(py, conversations, &mut batch)?;
+        )?;
         let n = unread.len();
         let ids = match sample_ids {
             Some(ids) => ids,
