@@ -8,7 +8,10 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+IGNORE_INDEX: int
+"""The label of positions that are not trained (-100), as the packer writes it."""
 __all__ = [
+    "IGNORE_INDEX",
     "ChatTokenizer",
     "ConversationError",
     "Encoding",

@@ -22,13 +22,13 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from turnpack._core import PackedBatch
+from turnpack._core import IGNORE_INDEX, PackedBatch
 
 __all__ = ["IGNORE_INDEX", "RowQueue", "Rows"]
 
-#: The label of a position that is not trained: the packer writes it, and it is the default
-#: `ignore_index` of `torch.nn.functional.cross_entropy`. Defined here only; everything else imports it.
-IGNORE_INDEX = -100
+# IGNORE_INDEX: the label of a position that is not trained. The core's packer defines and writes it
+# (`turnpack_core::IGNORE_INDEX`, the default `ignore_index` of `torch.nn.functional.cross_entropy`);
+# the package re-exports it from here, and everything else imports it.
 
 
 @dataclass

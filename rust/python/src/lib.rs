@@ -25,6 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // the label the packer writes where nothing is trained: Python takes it from here
+    m.add("IGNORE_INDEX", turnpack_core::IGNORE_INDEX)?;
     errors::register(m)?;
     m.add_class::<chat_tokenizer::PyChatTokenizer>()?;
     m.add_class::<encoding::PyEncoding>()?;
