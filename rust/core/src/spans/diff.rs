@@ -90,7 +90,7 @@ pub struct Diff {
     pub blank_end: usize,
 }
 
-/// The region of `full` that differs from `blank` (see [`Diff`]).
+/// The region of `full` that differs from `blank` (a `Diff`).
 pub fn diff(full: &str, blank: &str) -> Diff {
     diff_blanked(full, &Blanked::whole(full, blank))
 }
