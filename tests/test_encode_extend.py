@@ -77,6 +77,9 @@ def test_encode_extend_options_ids_and_errors():
 
     with pytest.raises(KeyError, match="the source broke"):
         packer.encode_extend(tok, broken_source())
+    assert packer.stats["samples_in"] == 0, "a source that raises pushes nothing"
+    assert packer.encode_extend(tok, convs[:1]) == [None]
+    assert packer.flush().sample_ids[0, 0] == 0, "ids continue from the last call that pushed"
 
 
 @pytest.mark.parametrize("name", ["qwen3", "llama3"])

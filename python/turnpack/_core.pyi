@@ -316,8 +316,9 @@ class Packer:
         order, without making `Encoding`s (the ids and masks stay in Rust). Returns one entry per
         input: None when it reached the packer (whose stats count it as packed, pending or dropped,
         as `extend` would) or the exception that kept it out, exactly as
-        `encode_batch(on_error="skip")` returns it (naming `sample i`). `sample_ids` default to
-        consecutive ids continuing the count of samples given so far."""
+        `encode_batch(on_error="skip")` returns it (naming `sample i`). When `conversations` itself
+        raises, nothing is pushed and the exception propagates. `sample_ids` default to consecutive
+        ids continuing the count of samples given so far."""
     @property
     def ready_rows(self) -> int: ...
     def pop_ready(self) -> PackedBatch | None:

@@ -77,7 +77,8 @@ impl PyPacker {
     }
 
     /// Encodes conversations (as `ChatTokenizer.encode_batch` takes them, on `num_threads` threads)
-    /// and pushes each straight into this packer, in input order, without making `Encoding`s.
+    /// and pushes each straight into this packer, in input order, without making `Encoding`s. When
+    /// the iterable itself raises, nothing is pushed and the exception propagates.
     /// Returns per input `None` when it reached the packer (its stats count what it drops) or the
     /// exception that kept it out, as `encode_batch(on_error="skip")` gives it.
     /// `sample_ids` defaults to consecutive ids continuing the count of samples given so far.
@@ -123,11 +124,17 @@ impl PyPacker {
             None => (self.next_id..self.next_id + n as u64).collect(),
         };
         let packer = &mut self.inner;
+        let read_all = read.is_ok();
         let errors = py.detach(move || {
-            // finished even when the ids are wrong, so that no worker is left busy
+            // The batch is finished whatever happens, so that no worker is left busy; its samples
+            // reach the packer only when every input was read and the ids fit (all or nothing).
             let checked = samples::sample_ids(Some(ids), n);
             match checked {
-                Ok(ids) => batch.finish_into(packer, &ids).map_err(to_py),
+                Ok(ids) if read_all => batch.finish_into(packer, &ids).map_err(to_py),
+                Ok(_) => {
+                    batch.finish();
+                    Ok(Vec::new())
+                }
                 Err(e) => {
                     batch.finish();
                     Err(e)
