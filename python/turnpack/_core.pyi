@@ -10,7 +10,13 @@ import numpy.typing as npt
 __version__: str
 IGNORE_INDEX: int
 """The label of positions that are not trained (-100), as the packer writes it."""
+DEFAULT_BUFFER: int
+"""The packer's default `buffer` (1024 samples per best-fit round)."""
+DEFAULT_MAX_OPEN_ROWS: int
+"""The packer's default `max_open_rows` (16)."""
 __all__ = [
+    "DEFAULT_BUFFER",
+    "DEFAULT_MAX_OPEN_ROWS",
     "IGNORE_INDEX",
     "ChatTokenizer",
     "ConversationError",

@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from turnpack._core import Packer
+from turnpack._core import DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS, Packer
 
 __all__ = ["DEFAULT_BUFFER", "DEFAULT_MAX_OPEN_ROWS", "ENCODE_OPTIONS", "PackingOptions"]
 
-DEFAULT_BUFFER = 1024
-DEFAULT_MAX_OPEN_ROWS = 16
+# DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS: the packer's own defaults, from the core.
 
 # encode_batch arguments that the pipeline sets itself, per call.
 _RESERVED = frozenset({"conversations", "num_threads", "on_error", "sample_ids"})

@@ -27,6 +27,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // the label the packer writes where nothing is trained: Python takes it from here
     m.add("IGNORE_INDEX", turnpack_core::IGNORE_INDEX)?;
+    // the packer's defaults, for Python code that states them (PackingOptions, turnpack prepare)
+    m.add("DEFAULT_BUFFER", turnpack_core::DEFAULT_BUFFER)?;
+    m.add(
+        "DEFAULT_MAX_OPEN_ROWS",
+        turnpack_core::DEFAULT_MAX_OPEN_ROWS,
+    )?;
     errors::register(m)?;
     m.add_class::<chat_tokenizer::PyChatTokenizer>()?;
     m.add_class::<encoding::PyEncoding>()?;
