@@ -12,6 +12,14 @@ One file per saved step, ``step_00000100.pt``, holding
 
 Files are written to a temporary name and renamed, so a run killed while saving
 never leaves a truncated checkpoint behind as the newest one.
+
+FSDP2 runs (``train.data_parallel = "fsdp"``) write a *distributed* checkpoint
+instead, a folder ``step_00000100/``: every rank writes its own shards of the
+model and optimizer state with ``torch.distributed.checkpoint`` (DCP), and
+rank 0 writes ``trainer_state.pt`` with ``step``, ``ranks`` and ``config`` as
+above.  The folder is written under a temporary name and renamed once every
+rank has finished.  DCP reshards on load, but the data-loader states are per
+rank, so a run resumes with the world size that saved it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +35,40 @@ import numpy as np
 import torch
 
 __all__ = [
+    "TRAINER_STATE",
     "capture_rng_state",
     "checkpoint_path",
+    "is_sharded",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_sharded_checkpoint",
     "prune_checkpoints",
     "restore_rng_state",
     "save_checkpoint",
+    "save_sharded_checkpoint",
+    "sharded_checkpoint_path",
 ]
 
-_NAME = re.compile(r"^step_(\d+)\.pt$")
+#: A checkpoint file (``step_N.pt``) or a distributed checkpoint folder (``step_N``).
+_NAME = re.compile(r"^step_(\d+)(\.pt)?$")
+#: The file beside a distributed checkpoint's shards with everything but the model and optimizer.
+TRAINER_STATE = "trainer_state.pt"
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
-    """Where the checkpoint of ``step`` lives in ``directory``."""
+    """Where the checkpoint file of ``step`` lives in ``directory``."""
     return Path(directory) / f"step_{step:08d}.pt"
+
+
+def sharded_checkpoint_path(directory: str | Path, step: int) -> Path:
+    """Where the distributed (FSDP2) checkpoint folder of ``step`` lives in ``directory``."""
+    return Path(directory) / f"step_{step:08d}"
+
+
+def is_sharded(path: str | Path) -> bool:
+    """True for a distributed checkpoint folder, False for a checkpoint file."""
+    return Path(path).is_dir()
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -49,7 +76,11 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in directory.iterdir()
+        if (m := _NAME.match(p.name)) and (p.is_file() if m.group(2) else (p / TRAINER_STATE).is_file())
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -64,7 +95,10 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
     if keep <= 0:
         return
     for path in list_checkpoints(directory)[:-keep]:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -103,3 +137,56 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     # RNG states and loader states are plain Python/numpy objects, hence weights_only=False;
     # only load checkpoints you wrote yourself.
     return torch.load(Path(path), map_location="cpu", weights_only=False)
+
+
+def save_sharded_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any] | None,
+) -> Path:
+    """Write a distributed checkpoint folder; every rank calls this (it is collective).
+
+    Args:
+        path: the folder (:func:`sharded_checkpoint_path`).
+        model, optimizer: the FSDP2-sharded model and its optimizer; each rank writes its shards.
+        trainer_state: ``step``, ``ranks`` and ``config`` (see the module docstring), given on
+            rank 0 (None elsewhere), which writes it and renames the folder into place.
+    """
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    main = trainer_state is not None
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)  # a stale folder of the same step (an earlier run)
+        tmp.mkdir(parents=True)
+    dist.barrier()  # the folder exists before anyone writes into it
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp))
+    if main:
+        torch.save(trainer_state, tmp / TRAINER_STATE)
+        os.replace(tmp, path)
+    dist.barrier()  # nobody reads (or exits) before the folder is in place
+    return path
+
+
+def load_sharded_checkpoint(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Load a distributed checkpoint into the sharded ``model`` and ``optimizer`` (collective).
+
+    Returns its trainer state (``step``, ``ranks``, ``config``).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    path = Path(path)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    return torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)

@@ -7,6 +7,8 @@ reference model on the built-in example dataset for a short CPU run)::
     preset = "tiny"            # "tiny" or "100m" (turnpack.train.model presets); other keys override it
     dim = 128
     n_layers = 3
+    # or, instead of the reference model, a pretrained Hugging Face checkpoint (a local folder):
+    # hf = "path/to/Qwen3-0.6B"   # its tokenizer and chat template encode the data by default
 
     [data]
     source = "example"         # "example" or "dataset" (files or a `turnpack prepare` folder at `path`)
@@ -16,6 +18,7 @@ reference model on the built-in example dataset for a short CPU run)::
     [train]
     max_steps = 300
     lr = 3e-3
+    data_parallel = "ddp"      # under torchrun: "ddp" or "fsdp" (FSDP2, fully_shard per layer)
 
     [checkpoint]
     every = 100
@@ -70,12 +73,23 @@ def _positive(section: object, name: str, *keys: str) -> None:
 
 @dataclass
 class ModelSection:
-    """The reference :class:`~turnpack.train.model.Transformer`: a preset plus overrides.
+    """The model: the reference :class:`~turnpack.train.model.Transformer` (a preset plus
+    overrides), or a pretrained Hugging Face checkpoint (``hf``).
 
     ``None`` keeps the preset's value.  ``vocab_size`` defaults to the
     tokenizer's; ``max_seq_len`` defaults to ``data.seq_len``.
+
+    ``hf`` names a local model folder (``config.json`` + safetensors, as
+    ``save_pretrained`` writes it) loaded with ``transformers.AutoModelForCausalLM``
+    (:mod:`turnpack.train.hf_model`); the preset keys do not apply to it.  Its
+    tokenizer and chat template encode the data unless ``data.tokenizer`` names
+    another, and a tokenizer with more tokens than the model's embedding has rows
+    is an error before the first step.  The trained model is saved for
+    ``from_pretrained`` in ``{train.out_dir}/final_model``.
     """
 
+    #: A local Hugging Face model folder to fine-tune instead of the reference model.
+    hf: str | None = None
     preset: Literal["tiny", "100m"] = "tiny"
     vocab_size: int | None = None
     dim: int | None = None
@@ -85,8 +99,23 @@ class ModelSection:
     ffn_hidden: int | None = None
     max_seq_len: int | None = None
     tie_embeddings: bool | None = None
-    #: "auto" = FlexAttention on CUDA, SDPA + dense mask elsewhere.
+    #: "auto" = FlexAttention on CUDA, SDPA + dense mask elsewhere (for hf models too:
+    #: attn_implementation "flex_attention" or "sdpa", the document mask passed in).
     attention_backend: Literal["auto", "flex", "sdpa"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.hf is None:
+            return
+        reference_only = [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name not in ("hf", "preset", "attention_backend") and getattr(self, f.name) is not None
+        ]
+        if reference_only:
+            raise ConfigError(
+                f"model.hf loads a pretrained model: model.{', model.'.join(reference_only)} apply only "
+                "to the reference model (the checkpoint's config.json fixes them)"
+            )
 
 
 @dataclass
@@ -150,6 +179,16 @@ class TrainSection:
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     #: torch.compile the model (CUDA only is worth it).
     compile: bool = False
+    #: Recompute each layer's activations in the backward pass (less memory, ~1/3 more compute).
+    activation_checkpointing: bool = False
+    #: Under torchrun: "ddp" (DistributedDataParallel, whole model per rank) or "fsdp" (FSDP2:
+    #: fully_shard per decoder layer, bf16 parameters / fp32 gradient reduction with bf16,
+    #: distributed checkpoints). See turnpack.train.parallel.
+    data_parallel: Literal["ddp", "fsdp"] = "ddp"
+    #: FSDP2: keep parameter, gradient and optimizer shards in CPU memory between uses.
+    fsdp_cpu_offload: bool = False
+    #: FSDP2: free gathered parameters after each layer's forward (False: keep them until backward).
+    fsdp_reshard_after_forward: bool = True
     out_dir: str = "runs/example"
     log_every: int = 10
 

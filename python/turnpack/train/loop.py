@@ -1,18 +1,23 @@
-"""Train the reference model on packed chat batches: ``turnpack train``.
+"""Train on packed chat batches: ``turnpack train``.
 
-One process per device; under ``torchrun`` the processes form a DDP group
-(NCCL on GPUs, gloo on CPUs) and each rank reads its own share of the data::
+The model is the reference decoder (:mod:`turnpack.train.model`) or a pretrained
+Hugging Face checkpoint (``model.hf``, :mod:`turnpack.train.hf_model`).  One
+process per device; under ``torchrun`` the processes form a process group
+(NCCL on GPUs, gloo on CPUs), replicate (DDP) or shard (FSDP2) the model as
+``train.data_parallel`` says (:mod:`turnpack.train.parallel`), and each rank
+reads its own share of the data::
 
     turnpack train --config example                    # the built-in example run (what the demo trains)
     turnpack train --config run.toml --set train.lr=1e-3 --set data.batch_size=4
-    torchrun --nproc_per_node 8 -m turnpack train --config run.toml
+    turnpack train --config run.toml --set model.hf=path/to/Qwen3-0.6B
+    torchrun --nproc_per_node 8 -m turnpack train --config run.toml --set train.data_parallel=fsdp
 
 Each optimizer step:
 
 1. takes ``grad_accum_steps`` micro-batches of packed rows on every rank;
 2. all-reduces the number of trained tokens (labels != -100) of the whole
    global batch, and backpropagates ``sum of token losses * world_size /
-   global count`` per micro-batch.  DDP averages gradients over ranks, so the
+   global count`` per micro-batch.  DDP and FSDP2 average gradients over ranks, so the
    gradient is that of the mean loss over every trained token of the global
    batch: exactly single-process training on the concatenated batch, however
    unevenly trained tokens fall across rows, micro-batches and ranks;
@@ -20,15 +25,17 @@ Each optimizer step:
    warmup + cosine schedule gives for this step.
 
 Logs (rank 0) go to stdout and ``{out_dir}/log.jsonl``; checkpoints (model,
-optimizer, step, every rank's data-loader and RNG state) to
-``{out_dir}/checkpoints``, and a run restarted with the same config resumes
-from the newest one with the same losses as an uninterrupted run.
+optimizer, step, every rank's data-loader and RNG state; distributed under
+FSDP2) to ``{out_dir}/checkpoints``, and a run restarted with the same config
+resumes from the newest one with the same losses as an uninterrupted run.  A
+Hugging Face model is saved for ``from_pretrained`` (with its tokenizer and
+chat template) in ``{out_dir}/final_model`` after the last step.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -50,15 +57,28 @@ from turnpack.data.batching import IGNORE_INDEX
 from turnpack.train.checkpoint import (
     capture_rng_state,
     checkpoint_path,
+    is_sharded,
     latest_checkpoint,
     load_checkpoint,
+    load_sharded_checkpoint,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
+    save_sharded_checkpoint,
+    sharded_checkpoint_path,
 )
-from turnpack.train.config import ConfigError, ModelSection, TrainConfig, TrainSection, load_config
+from turnpack.train.config import (
+    ConfigError,
+    DataConfig,
+    ModelSection,
+    TrainConfig,
+    TrainSection,
+    load_config,
+)
 from turnpack.train.data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+from turnpack.train.hf_model import HFCausalLM, load_hf_model, save_pretrained
 from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
+from turnpack.train.parallel import clip_grad_norm, gradient_sync, shard_fsdp, wrap_ddp
 from turnpack.train.schedule import WarmupCosine
 
 __all__ = [
@@ -124,8 +144,23 @@ def _all_reduce_sum(t: Tensor, info: Distributed) -> Tensor:
 # ---------------------------------------------------------------- components
 
 
-def build_model(section: ModelSection, *, vocab_size: int | None, seq_len: int) -> Transformer:
-    """The reference Transformer from a preset and the section's overrides."""
+def build_model(
+    section: ModelSection,
+    *,
+    vocab_size: int | None,
+    seq_len: int,
+    device: torch.device | None = None,
+) -> Transformer | HFCausalLM:
+    """The model the section names: the reference Transformer from a preset and the section's
+    overrides, or the pretrained Hugging Face checkpoint at ``section.hf`` (checked against the
+    tokenizer's ``vocab_size``; ``device`` decides its "auto" attention backend)."""
+    if section.hf is not None:
+        return load_hf_model(
+            section.hf,
+            backend=section.attention_backend,
+            device=device or torch.device("cpu"),
+            vocab_size=vocab_size,
+        )
     overrides = {k: v for k, v in asdict(section).items() if k != "preset" and v is not None}
     overrides.setdefault("vocab_size", vocab_size)
     overrides.setdefault("max_seq_len", seq_len)
@@ -157,7 +192,7 @@ class StepTotals(NamedTuple):
 
 def forward_backward(
     model: nn.Module,
-    raw_model: Transformer,
+    raw_model: Transformer | HFCausalLM,
     micro_batches: list[Batch],
     *,
     info: Distributed = Distributed(),
@@ -171,10 +206,10 @@ def forward_backward(
 
     Args:
         model: what to call: ``raw_model`` itself, or wrapped by DDP / torch.compile.
-        raw_model: the unwrapped Transformer (builds the attention masks).
+        raw_model: the unwrapped model (builds the attention masks; sharded in place by FSDP2).
         micro_batches: this rank's micro-batches, already on the model's device.
         info: the process group; gradients are scaled by ``world_size`` to undo
-            DDP's averaging.
+            the averaging over ranks of DDP and FSDP2.
         autocast_dtype: run the forward under autocast to this dtype (bf16 on GPU).
     """
     device = micro_batches[0]["input_ids"].device
@@ -187,9 +222,8 @@ def forward_backward(
     for i, batch in enumerate(micro_batches):
         # Only the last micro-batch all-reduces gradients; the others accumulate locally.
         last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         masks = raw_model.build_attention_mask(batch["document_ids"])  # once per batch, shared by layers
-        with sync:
+        with gradient_sync(model, raw_model, enabled=last):
             with torch.autocast(
                 device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
             ):
@@ -212,11 +246,12 @@ def forward_backward(
 class TrainResult:
     """What :func:`train` hands back (on every rank)."""
 
-    model: Transformer  # unwrapped, on its training device
+    model: Transformer | HFCausalLM  # unwrapped (sharded in place under FSDP2), on its training device
     step: int  # optimizer steps completed
     history: list[dict[str, Any]] = field(default_factory=list)  # the logged records
     checkpoint: Path | None = None  # the last checkpoint written
     source: DataSource | None = None
+    final_model: Path | None = None  # a Hugging Face model's from_pretrained folder
 
 
 class _Logger:
@@ -318,9 +353,32 @@ def _train(
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
 
+    fsdp = tc.data_parallel == "fsdp"
+    if fsdp and not info.enabled:
+        log.info("train.data_parallel = 'fsdp' in a single process: nothing to shard, training unsharded")
+        fsdp = False
+    if fsdp and tc.fsdp_cpu_offload and device.type != "cuda":
+        raise ConfigError(
+            "train.fsdp_cpu_offload keeps FSDP2 shards in pinned CPU memory between GPU uses: it needs "
+            f"CUDA devices (this run is on {device})"
+        )
+    data_config = _data_config(config)
     if source is None:
-        source = build_loader(config.data, rank=info.rank, world_size=info.world_size, seed=tc.seed)
-    raw_model = build_model(config.model, vocab_size=source.vocab_size, seq_len=source.seq_len).to(device)
+        source = build_loader(data_config, rank=info.rank, world_size=info.world_size, seed=tc.seed)
+    raw_model = build_model(
+        config.model, vocab_size=source.vocab_size, seq_len=source.seq_len, device=device
+    ).to(device)
+    autocast_dtype = _resolve_dtype(tc.dtype, device)
+    if tc.activation_checkpointing:
+        raw_model.enable_activation_checkpointing()
+    if fsdp:
+        # Shard before the optimizer exists: it must hold the sharded parameters.
+        shard_fsdp(
+            raw_model,
+            param_dtype=autocast_dtype,
+            cpu_offload=tc.fsdp_cpu_offload,
+            reshard_after_forward=tc.fsdp_reshard_after_forward,
+        )
     optimizer = build_optimizer(raw_model, tc, device)
     schedule = WarmupCosine(tc.lr, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
     loader = source.loader
@@ -328,23 +386,22 @@ def _train(
     step = 0
     resume_from = _find_resume(config, ckpt_dir)
     if resume_from is not None:
-        step = _resume(resume_from, raw_model, optimizer, loader, info, log)
+        step = _resume(resume_from, raw_model, optimizer, loader, info, log, sharded=fsdp)
 
     model: nn.Module = raw_model
     if tc.compile:
         model = torch.compile(model)  # type: ignore[assignment]
-    if info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    autocast_dtype = _resolve_dtype(tc.dtype, device)
+    if info.enabled and not fsdp:
+        model = wrap_ddp(model, device)
     if info.is_main:
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     log.info(f"data: {source.description}")
+    what = f"{config.model.hf} (Hugging Face)" if config.model.hf else "reference decoder"
+    parallel = ("FSDP2" if fsdp else "DDP") if info.enabled else "single process"
     log.info(
-        f"model: {raw_model.num_parameters():,} parameters, attention {raw_model.resolved_backend()}, "
-        f"device {device} x {info.world_size}, {'bf16 autocast' if autocast_dtype else 'fp32'}"
+        f"model: {what}, {_count_parameters(raw_model):,} parameters, attention "
+        f"{raw_model.resolved_backend(device)}, device {device} x {info.world_size} ({parallel}), "
+        f"{'bf16' if autocast_dtype else 'fp32'}{', activation checkpointing' if tc.activation_checkpointing else ''}"
     )
 
     batches: Iterator[Batch] = iter(loader)
@@ -370,8 +427,7 @@ def _train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         totals = forward_backward(model, raw_model, micro_batches, info=info, autocast_dtype=autocast_dtype)
-        # With clipping off, an infinite max norm still measures the norm for the log.
-        grad_norm = nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip or float("inf"))
+        grad_norm = clip_grad_norm(raw_model.parameters(), tc.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -401,28 +457,91 @@ def _train(
 
         every = config.checkpoint.every
         if every > 0 and (step % every == 0 or step == tc.max_steps):
-            result.checkpoint = _save(config, ckpt_dir, step, raw_model, optimizer, loader, info)
+            result.checkpoint = _save(
+                config, ckpt_dir, step, raw_model, optimizer, loader, info, sharded=fsdp
+            )
             log.info(f"saved {result.checkpoint}")
     result.step = step
+    if isinstance(raw_model, HFCausalLM):
+        result.final_model = _export(config, data_config, raw_model, info, sharded=fsdp)
+        log.info(f"saved the model for from_pretrained in {result.final_model}")
     return result
+
+
+def _data_config(config: TrainConfig) -> DataConfig:
+    """``config.data``, with a Hugging Face model's own folder as the default tokenizer."""
+    data = config.data
+    if config.model.hf is not None and data.source == "dataset" and data.tokenizer is None:
+        return dataclasses.replace(data, tokenizer=config.model.hf)
+    return data
+
+
+def _count_parameters(model: nn.Module) -> int:
+    """Unique parameters of the whole model (a sharded model counts its full shapes)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def _export(
+    config: TrainConfig, data: DataConfig, model: HFCausalLM, info: Distributed, *, sharded: bool
+) -> Path:
+    """Save the trained Hugging Face model with the tokenizer and template that encoded its data."""
+    from turnpack.tokenizer import EXAMPLE
+
+    out = Path(config.train.out_dir) / "final_model"
+    state = None
+    if sharded:  # gather the full weights (collective), onto rank 0's CPU
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if info.is_main:
+        template = Path(data.chat_template).read_text(encoding="utf-8") if data.chat_template else None
+        tokenizer_dir = tokenizer_json = None
+        if data.source == "example" or data.tokenizer == EXAMPLE:
+            from turnpack.train import examples
+
+            tokenizer_json, template = examples.TOKENIZER_PATH, template or examples.CHAT_TEMPLATE
+        else:
+            spec = Path(data.tokenizer or model.source)
+            tokenizer_dir, tokenizer_json = (spec, None) if spec.is_dir() else (None, spec)
+        save_pretrained(
+            model,
+            out,
+            state_dict=state,
+            tokenizer_dir=tokenizer_dir,
+            tokenizer_json=tokenizer_json,
+            chat_template=template,
+        )
+    if info.enabled:
+        dist.barrier()
+    return out
 
 
 def _resume(
     path: Path,
-    raw_model: Transformer,
+    raw_model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: Any,
     info: Distributed,
     log: _Logger,
+    *,
+    sharded: bool,
 ) -> int:
     """Restore everything :func:`_save` wrote; return the step to continue from."""
-    ckpt = load_checkpoint(path)
+    if is_sharded(path) != sharded:
+        kind = "a distributed (FSDP2)" if is_sharded(path) else "a single-file (DDP or one process)"
+        raise RuntimeError(
+            f"{path} is {kind} checkpoint; this run uses {'FSDP2' if sharded else 'no FSDP2'}: "
+            "resume with the train.data_parallel that saved it"
+        )
+    # (load_sharded_checkpoint is collective.) The learning rate follows from the step (schedule.py).
+    ckpt = load_sharded_checkpoint(path, raw_model, optimizer) if sharded else load_checkpoint(path)
     if len(ckpt["ranks"]) != info.world_size:
         raise RuntimeError(
             f"{path} was written by {len(ckpt['ranks'])} processes, this run has {info.world_size}"
         )
-    raw_model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])  # the learning rate follows from the step (schedule.py)
+    if not sharded:
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
     mine = ckpt["ranks"][info.rank]
     if isinstance(loader, StatefulLoader):
         loader.load_state_dict(mine["loader"])
@@ -438,17 +557,27 @@ def _save(
     config: TrainConfig,
     ckpt_dir: Path,
     step: int,
-    raw_model: Transformer,
+    raw_model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: Any,
     info: Distributed,
+    *,
+    sharded: bool,
 ) -> Path:
-    """Collect every rank's loader + RNG state on rank 0 and write one checkpoint file."""
+    """Collect every rank's loader + RNG state on rank 0 and write one checkpoint file
+    (or, ``sharded``, a distributed checkpoint folder that every rank writes its shards into)."""
     mine = {
         "loader": loader.state_dict() if isinstance(loader, StatefulLoader) else None,
         "rng": capture_rng_state(),
     }
     ranks = _gather(mine, info)
+    if sharded:
+        state = {"step": step, "ranks": ranks, "config": config.to_dict()} if info.is_main else None
+        path = save_sharded_checkpoint(sharded_checkpoint_path(ckpt_dir, step), raw_model, optimizer, state)
+        if info.is_main:
+            prune_checkpoints(ckpt_dir, config.checkpoint.keep)
+        dist.barrier()
+        return path
     path = checkpoint_path(ckpt_dir, step)
     if info.is_main:
         payload = {

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from turnpack.attention import dense_document_mask, document_block_mask, flex_attention_forward
 from turnpack.data.batching import IGNORE_INDEX
@@ -286,6 +287,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_embeddings.weight
+        #: Recompute each block's activations in the backward pass (see enable_activation_checkpointing).
+        self.activation_checkpointing = False
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -315,6 +318,14 @@ class Transformer(nn.Module):
             params.pop(id(self.tok_embeddings.weight), None)
             params.pop(id(self.lm_head.weight), None)
         return sum(p.numel() for p in params.values())
+
+    def decoder_layers(self) -> list[Block]:
+        """The repeated blocks: FSDP2 shards each one on its own (:mod:`turnpack.train.parallel`)."""
+        return list(self.layers)
+
+    def enable_activation_checkpointing(self) -> None:
+        """Keep only each block's input in the forward pass and recompute the rest in the backward."""
+        self.activation_checkpointing = True
 
     # ----------------------------------------------------------------- masks
     def resolved_backend(self, device: torch.device | str | None = None) -> Literal["flex", "sdpa"]:
@@ -377,8 +388,14 @@ class Transformer(nn.Module):
             position_ids = torch.arange(seq_len, device=input_ids.device).expand(batch, seq_len)
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
         x = self.tok_embeddings(input_ids)
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, cos, sin, block_mask=block_mask, dense_mask=dense_mask)
+            if recompute:
+                x = checkpoint(
+                    layer, x, cos, sin, block_mask=block_mask, dense_mask=dense_mask, use_reentrant=False
+                )
+            else:
+                x = layer(x, cos, sin, block_mask=block_mask, dense_mask=dense_mask)
         logits = self.lm_head(self.norm(x))
         if labels is None:
             return logits
