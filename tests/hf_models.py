@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 import transformers
-
 from turnpack.train import examples
 
 #: Tiny decoder sizes: a training step takes milliseconds on a CPU.
@@ -29,7 +28,9 @@ SIZES = {
 }
 
 
-def tiny_config(arch: str = "qwen3", vocab_size: int = examples.VOCAB_SIZE, **overrides) -> transformers.PretrainedConfig:
+def tiny_config(
+    arch: str = "qwen3", vocab_size: int = examples.VOCAB_SIZE, **overrides
+) -> transformers.PretrainedConfig:
     """A tiny Qwen3 or Llama config."""
     sizes = {**SIZES, "vocab_size": vocab_size, **overrides}
     if arch == "qwen3":

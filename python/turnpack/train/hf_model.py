@@ -112,7 +112,11 @@ class HFCausalLM(nn.Module):
 
     def enable_activation_checkpointing(self) -> None:
         """Recompute each decoder layer's activations in the backward pass."""
-        self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.hf, "activation_checkpointing_enable"):  # transformers 5.x's name
+            self.hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def build_attention_mask(self, document_ids: Tensor) -> MaskKwargs:
         """The document mask for this model's backend, built once per batch (see the module docs)."""
