@@ -91,6 +91,32 @@ def test_a_distributed_checkpoint_needs_fsdp_to_resume(fsdp_run, tmp_path):
         train(config, echo=lambda _: None)
 
 
+def test_fsdp_in_one_process_equals_unsharded_training_and_resumes(tmp_path):
+    """Without torchrun, "fsdp" shards over a process group of one (what CPU offload on one GPU uses)."""
+
+    def run(out: Path, **extra) -> tuple[dict[int, float], list[str]]:
+        config = TrainConfig()
+        for key, value in {**SETTINGS, "train.out_dir": str(out), **extra}.items():
+            config = apply_override(config, f"{key}={json.dumps(value)}")
+        lines: list[str] = []
+        history = {r["step"]: r["loss"] for r in train(config, echo=lines.append).history}
+        assert not dist.is_initialized()  # the group of one is torn down again
+        return history, lines
+
+    plain, _ = run(tmp_path / "plain", **{"checkpoint.every": 0})
+    sharded, lines = run(tmp_path / "sharded", **{"train.data_parallel": "fsdp"})
+    assert any("device cpu x 1 (FSDP2)" in line for line in lines)
+    for step, loss in plain.items():
+        assert loss == pytest.approx(sharded[step], rel=1e-5), step
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    step3 = tmp_path / "sharded" / "checkpoints" / "step_00000003"
+    shutil.copytree(step3, resumed / "checkpoints" / step3.name)
+    again, lines = run(resumed, **{"train.data_parallel": "fsdp"})
+    assert any("resumed from" in line for line in lines)
+    assert again == {s: v for s, v in sharded.items() if s > 3}
+
+
 def test_cpu_offload_needs_cuda(tmp_path):
     """Offload is refused on a CPU device, before the first step."""
     config = TrainConfig()

@@ -18,7 +18,7 @@ reference model on the built-in example dataset for a short CPU run)::
     [train]
     max_steps = 300
     lr = 3e-3
-    data_parallel = "ddp"      # under torchrun: "ddp" or "fsdp" (FSDP2, fully_shard per layer)
+    data_parallel = "ddp"      # "ddp" or "fsdp" (FSDP2, fully_shard per layer; also on one GPU, to offload)
 
     [checkpoint]
     every = 100
@@ -183,7 +183,8 @@ class TrainSection:
     activation_checkpointing: bool = False
     #: Under torchrun: "ddp" (DistributedDataParallel, whole model per rank) or "fsdp" (FSDP2:
     #: fully_shard per decoder layer, bf16 parameters / fp32 gradient reduction with bf16,
-    #: distributed checkpoints). See turnpack.train.parallel.
+    #: distributed checkpoints). "fsdp" without torchrun runs in a process group of one (with
+    #: fsdp_cpu_offload: a model larger than the GPU's memory). See turnpack.train.parallel.
     data_parallel: Literal["ddp", "fsdp"] = "ddp"
     #: FSDP2: keep parameter, gradient and optimizer shards in CPU memory between uses.
     fsdp_cpu_offload: bool = False

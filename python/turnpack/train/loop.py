@@ -113,9 +113,13 @@ class Distributed:
         return self.rank == 0
 
 
-def _setup_distributed(device_spec: str) -> tuple[Distributed, torch.device, bool]:
+def _setup_distributed(
+    device_spec: str, *, group_of_one: bool = False
+) -> tuple[Distributed, torch.device, bool]:
     """Read torchrun's environment, pick the device and join the process group.
 
+    ``group_of_one``: a process started without torchrun forms a group of its own
+    (FSDP2 needs one even on one device, e.g. to offload shards to CPU memory).
     Returns the process info, the device and whether this call created the group
     (and so must destroy it).
     """
@@ -129,10 +133,24 @@ def _setup_distributed(device_spec: str) -> tuple[Distributed, torch.device, boo
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     created = False
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if info.enabled and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend)
+        created = True
+    elif group_of_one and not dist.is_initialized():
+        dist.init_process_group(
+            backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+        )
         created = True
     return info, device, created
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _all_reduce_sum(t: Tensor, info: Distributed) -> Tensor:
@@ -324,7 +342,9 @@ def train(
             one with ``state_dict()``/``load_state_dict()`` resumes exactly.
         echo: where rank 0's log lines go.
     """
-    info, device, created_group = _setup_distributed(config.train.device)
+    info, device, created_group = _setup_distributed(
+        config.train.device, group_of_one=config.train.data_parallel == "fsdp"
+    )
     try:
         return _train(config, info, device, source, echo)
     finally:
@@ -353,10 +373,7 @@ def _train(
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
 
-    fsdp = tc.data_parallel == "fsdp"
-    if fsdp and not info.enabled:
-        log.info("train.data_parallel = 'fsdp' in a single process: nothing to shard, training unsharded")
-        fsdp = False
+    fsdp = tc.data_parallel == "fsdp"  # in one process too (a group of one): for CPU offload
     if fsdp and tc.fsdp_cpu_offload and device.type != "cuda":
         raise ConfigError(
             "train.fsdp_cpu_offload keeps FSDP2 shards in pinned CPU memory between GPU uses: it needs "
@@ -397,7 +414,7 @@ def _train(
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     log.info(f"data: {source.description}")
     what = f"{config.model.hf} (Hugging Face)" if config.model.hf else "reference decoder"
-    parallel = ("FSDP2" if fsdp else "DDP") if info.enabled else "single process"
+    parallel = "FSDP2" if fsdp else "DDP" if info.enabled else "single process"
     log.info(
         f"model: {what}, {_count_parameters(raw_model):,} parameters, attention "
         f"{raw_model.resolved_backend(device)}, device {device} x {info.world_size} ({parallel}), "
