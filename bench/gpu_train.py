@@ -20,10 +20,21 @@ build time (BlockMask for flex, dense boolean mask for packed SDPA).  Results
 go to ``--out-dir`` (JSON + markdown table) and also to ``$OUT`` when that
 variable is set.
 
-``--check`` instead verifies on the GPU that FlexAttention with the document
-BlockMask matches SDPA with the dense mask, forward and backward (attention
-alone and the whole model), runs a short ``turnpack.train`` loop on the GPU
-(flex + bf16 autocast), and exits non-zero on a failure.
+``--check`` instead verifies on the GPU what CPU tests cannot (FlexAttention
+has no backward pass on CPU; FSDP2's CPU offload pins host memory), and exits
+non-zero on a failure:
+
+* FlexAttention with the document BlockMask matches SDPA with the dense mask,
+  forward and backward: attention alone, the reference model, and a Hugging
+  Face Qwen3 model (``attn_implementation="flex_attention"``, the BlockMask
+  passed as ``attention_mask``) against the same checkpoint with SDPA;
+* a short ``turnpack.train`` loop of the reference model (flex + bf16
+  autocast): the loss falls;
+* ``turnpack train`` fine-tuning a Hugging Face checkpoint (``model.hf``) on
+  the GPU: flex + bf16 + activation checkpointing, once replicated and once
+  with FSDP2 in a process group of one with CPU offload and bf16 mixed
+  precision; the loss falls, a resumed run repeats the uninterrupted losses,
+  and ``final_model`` loads with ``from_pretrained``.
 
 Runs in a few minutes on one H200; prints "no CUDA device" and exits 0 elsewhere.
 
@@ -294,7 +305,9 @@ def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
         good = err < tol
         ok &= good
         print(f"  model {name:<16} max error = {err:.2e}  {'ok' if good else 'MISMATCH'}")
-    return check_training_loop() and ok  # run the loop check even after a mismatch
+    ok &= check_hf_flex_equals_sdpa(layouts, doc, positions, ids, labels, seq_len, device)
+    ok &= check_training_loop()  # run every check even after a mismatch
+    return check_hf_training() and ok
 
 
 def check_training_loop(steps: int = 30) -> bool:
@@ -319,6 +332,108 @@ def check_training_loop(steps: int = 30) -> bool:
     good = result.model.resolved_backend() == "flex" and last < first - 1.0
     print(f"  training loop: loss {first:.3f} -> {last:.3f}  {'ok' if good else 'FAILED'}")
     return good
+
+
+def _tiny_hf_dir(folder: Path, vocab_size: int) -> Path:
+    """A small Qwen3 checkpoint from a config (head_dim 64, as real models), with the example tokenizer."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from hf_models import tiny_model_dir
+
+    return tiny_model_dir(
+        folder, "qwen3", vocab_size=vocab_size, hidden_size=256, intermediate_size=512,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=4096,
+    )  # fmt: skip
+
+
+def check_hf_flex_equals_sdpa(layouts, doc, positions, ids, labels, seq_len, device) -> bool:
+    """A Hugging Face model with flex_attention + BlockMask == the same weights with SDPA + dense mask."""
+    import tempfile
+
+    from turnpack.train.hf_model import load_hf_model
+
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _tiny_hf_dir(Path(tmp) / "qwen3", 1000)
+        results = {}
+        for backend in ("flex", "sdpa"):
+            model = load_hf_model(str(folder), backend=backend, device=device, vocab_size=1000).to(device)
+            _, loss = model(ids, positions, labels=labels, **model.build_attention_mask(doc))
+            loss.backward()
+            results[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    loss_err = (results["flex"][0] - results["sdpa"][0]).abs().item()
+    grad_err = max(
+        ((results["flex"][1][n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
+        for n, g in results["sdpa"][1].items()
+    )
+    for name, err, tol in [("loss", loss_err, 1e-4), ("grads (relative)", grad_err, 1e-3)]:
+        good = err < tol
+        ok &= good
+        print(f"  hf qwen3 {name:<16} max error = {err:.2e}  {'ok' if good else 'MISMATCH'}")
+    return ok
+
+
+def check_hf_training(steps: int = 20) -> bool:
+    """``turnpack train`` with ``model.hf`` on the GPU: replicated, and FSDP2 + CPU offload; resume; export."""
+    import shutil
+    import tempfile
+
+    import transformers
+    from turnpack.train import train
+    from turnpack.train.config import TrainConfig, apply_override
+    from turnpack.train.hf_model import HFCausalLM
+
+    def run(out: Path, settings: dict[str, Any]) -> tuple[dict[int, float], Any]:
+        config = TrainConfig()
+        for key, value in {**settings, "train.out_dir": str(out)}.items():
+            config = apply_override(config, f"{key}={json.dumps(value)}")
+        result = train(config, echo=lambda line: print("   ", line))
+        return {r["step"]: r["loss"] for r in result.history}, result
+
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _tiny_hf_dir(Path(tmp) / "qwen3", 300)  # the example tokenizer's 300 tokens
+        base = {
+            "model.hf": str(folder),
+            "data.num_examples": 1000,
+            "data.seq_len": 1024,
+            "data.batch_size": 4,
+            "train.max_steps": steps,
+            "train.log_every": 1,
+            "train.lr": 3e-3,
+            "train.activation_checkpointing": True,
+            "checkpoint.every": steps // 2,
+        }
+        for name, extra in [
+            ("replicated", {}),
+            ("fsdp2 + cpu offload", {"train.data_parallel": "fsdp", "train.fsdp_cpu_offload": True}),
+        ]:
+            settings = {**base, **extra}
+            out = Path(tmp) / name.replace(" ", "_")
+            try:
+                losses, result = run(out, settings)
+                falls = losses[steps] < losses[1] - 0.5
+                flex = isinstance(result.model, HFCausalLM) and result.model.resolved_backend() == "flex"
+                loaded = transformers.AutoModelForCausalLM.from_pretrained(result.final_model)
+                exported = sum(p.numel() for p in loaded.parameters()) > 0
+                # Resume from the middle checkpoint in a fresh folder: the same losses afterwards.
+                resumed = Path(tmp) / f"{out.name}_resumed" / "checkpoints"
+                resumed.mkdir(parents=True)
+                middle = sorted((out / "checkpoints").iterdir())[0]
+                copy = shutil.copytree if middle.is_dir() else shutil.copy
+                copy(middle, resumed / middle.name)
+                again, _ = run(resumed.parent, settings)
+                worst = max(abs(again[s] - losses[s]) / losses[s] for s in again)
+                good = falls and flex and exported and worst < 1e-3
+                print(
+                    f"  hf training ({name}): loss {losses[1]:.3f} -> {losses[steps]:.3f}, flex {flex}, "
+                    f"from_pretrained {exported}, resume max rel diff {worst:.1e}  {'ok' if good else 'FAILED'}"
+                )
+            except Exception as e:  # noqa: BLE001 - report it and run the other variant
+                good = False
+                print(f"  hf training ({name}): {type(e).__name__}: {e}  FAILED")
+                traceback.print_exc(limit=5)
+            ok &= good
+    return ok
 
 
 # ------------------------------------------------------------------ output
