@@ -512,7 +512,7 @@ def test_import_turnpack_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import turnpack, turnpack.data, turnpack.prepare, turnpack.cli, turnpack.demo\n"
-        "import turnpack.train, turnpack.train.config, turnpack.train.examples\n"
+        "import turnpack.train, turnpack.train.config, turnpack.train.examples, turnpack.integrations\n"
         "try:\n    turnpack.data.ChatDataset\nexcept ImportError:\n    print('lazy')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

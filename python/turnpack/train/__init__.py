@@ -1,4 +1,4 @@
-"""Training the reference model on packed chat batches (``turnpack train``), in one folder.
+"""Training on packed chat batches (``turnpack train``), in one folder.
 
 Read in this order; each module has one job:
 
@@ -8,9 +8,13 @@ Read in this order; each module has one job:
   tokenizer, in ``example_data/``
 * :mod:`~turnpack.train.model`      - the reference Llama/Qwen-style decoder (document masks from
   :mod:`turnpack.attention`)
+* :mod:`~turnpack.train.hf_model`   - a pretrained Hugging Face checkpoint behind the same interface,
+  and saving it for ``from_pretrained``
 * :mod:`~turnpack.train.schedule`   - warmup + cosine learning rate, a pure function of the step
-* :mod:`~turnpack.train.checkpoint` - checkpoint files: everything needed to resume exactly
-* :mod:`~turnpack.train.loop`       - the loop itself (DDP, loss over the global batch, resume) and ``main``
+* :mod:`~turnpack.train.parallel`   - DDP or FSDP2 (``fully_shard`` per decoder layer)
+* :mod:`~turnpack.train.checkpoint` - checkpoint files (distributed ones under FSDP2): everything needed
+  to resume exactly
+* :mod:`~turnpack.train.loop`       - the loop itself (loss over the global batch, resume) and ``main``
 * :mod:`~turnpack.train.demo`       - the short CPU run ``turnpack demo`` ends with
 
 The names below are imported on first use, so ``import turnpack.train`` (and ``turnpack.train.config``,
@@ -26,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from turnpack.train.config import ConfigError, TrainConfig, apply_override, load_config
     from turnpack.train.data import DataSource, PackedBatches, build_loader
     from turnpack.train.demo import run_demo
+    from turnpack.train.hf_model import HFCausalLM, load_hf_model, save_pretrained
     from turnpack.train.loop import (
         Distributed,
         StepTotals,
@@ -48,6 +53,9 @@ _LAZY = {
     "PackedBatches": "data",
     "build_loader": "data",
     "run_demo": "demo",
+    "HFCausalLM": "hf_model",
+    "load_hf_model": "hf_model",
+    "save_pretrained": "hf_model",
     "Distributed": "loop",
     "StepTotals": "loop",
     "TrainResult": "loop",
@@ -66,6 +74,7 @@ __all__ = [
     "ConfigError",
     "DataSource",
     "Distributed",
+    "HFCausalLM",
     "ModelConfig",
     "PackedBatches",
     "StepTotals",
@@ -80,8 +89,10 @@ __all__ = [
     "config_tiny",
     "forward_backward",
     "load_config",
+    "load_hf_model",
     "main",
     "run_demo",
+    "save_pretrained",
     "train",
 ]
 assert sorted(__all__) == sorted(_LAZY)  # one list to read, one map to load from: they must agree
