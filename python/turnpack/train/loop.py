@@ -382,9 +382,9 @@ def _train(
     data_config = _data_config(config)
     if source is None:
         source = build_loader(data_config, rank=info.rank, world_size=info.world_size, seed=tc.seed)
-    raw_model = build_model(
-        config.model, vocab_size=source.vocab_size, seq_len=source.seq_len, device=device
-    ).to(device)
+    raw_model = build_model(config.model, vocab_size=source.vocab_size, seq_len=source.seq_len, device=device)
+    if not fsdp:  # FSDP2 moves each layer to the device as it shards it: no rank holds the whole model there
+        raw_model = raw_model.to(device)
     autocast_dtype = _resolve_dtype(tc.dtype, device)
     if tc.activation_checkpointing:
         raw_model.enable_activation_checkpointing()
@@ -392,6 +392,7 @@ def _train(
         # Shard before the optimizer exists: it must hold the sharded parameters.
         shard_fsdp(
             raw_model,
+            device=device,
             param_dtype=autocast_dtype,
             cpu_offload=tc.fsdp_cpu_offload,
             reshard_after_forward=tc.fsdp_reshard_after_forward,

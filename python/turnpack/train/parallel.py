@@ -45,6 +45,7 @@ class ShardableModel(Protocol):
 def shard_fsdp(
     model: nn.Module,
     *,
+    device: torch.device,
     param_dtype: torch.dtype | None,
     cpu_offload: bool = False,
     reshard_after_forward: bool = True,
@@ -53,17 +54,21 @@ def shard_fsdp(
 
     Args:
         model: the unwrapped model (:class:`~turnpack.train.model.Transformer` or
-            :class:`~turnpack.train.hf_model.HFCausalLM`), on its training device, in a
-            process group.
+            :class:`~turnpack.train.hf_model.HFCausalLM`), in a process group, on any device:
+            each layer moves to ``device`` as it is sharded, so no rank holds the whole model there.
+        device: the training device (of this rank); the mesh spans every rank of the group.
         param_dtype: gather parameters in this dtype for compute (bf16), reducing gradients in
             float32; None keeps float32 throughout.
         cpu_offload: keep parameter, gradient and optimizer shards in CPU memory.
         reshard_after_forward: free each layer's gathered parameters after its forward (ZeRO-3);
             False keeps them until the backward (ZeRO-2: more memory, fewer all-gathers).
     """
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     kwargs: dict[str, Any] = {
+        "mesh": init_device_mesh(device.type, (dist.get_world_size(),)),
         "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         if param_dtype is not None
         else MixedPrecisionPolicy(),
