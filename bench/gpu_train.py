@@ -296,18 +296,25 @@ def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
         _, loss = model(ids, positions, labels=labels, **model.build_attention_mask(doc))
         loss.backward()
         results[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    ok &= _compare_backends("model", results)
+    ok &= check_hf_flex_equals_sdpa(doc, positions, ids, labels, device)
+    ok &= check_training_loop()  # run every check even after a mismatch
+    return check_hf_training() and ok
+
+
+def _compare_backends(what: str, results: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> bool:
+    """Print and check flex vs sdpa: the loss within 1e-4, every gradient within 1e-3 of its largest entry."""
     loss_err = (results["flex"][0] - results["sdpa"][0]).abs().item()
     grad_err = max(
         ((results["flex"][1][n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
         for n, g in results["sdpa"][1].items()
     )
+    ok = True
     for name, err, tol in [("loss", loss_err, 1e-4), ("grads (relative)", grad_err, 1e-3)]:
         good = err < tol
         ok &= good
-        print(f"  model {name:<16} max error = {err:.2e}  {'ok' if good else 'MISMATCH'}")
-    ok &= check_hf_flex_equals_sdpa(layouts, doc, positions, ids, labels, seq_len, device)
-    ok &= check_training_loop()  # run every check even after a mismatch
-    return check_hf_training() and ok
+        print(f"  {what} {name:<16} max error = {err:.2e}  {'ok' if good else 'MISMATCH'}")
+    return ok
 
 
 def check_training_loop(steps: int = 30) -> bool:
@@ -345,13 +352,12 @@ def _tiny_hf_dir(folder: Path, vocab_size: int) -> Path:
     )  # fmt: skip
 
 
-def check_hf_flex_equals_sdpa(layouts, doc, positions, ids, labels, seq_len, device) -> bool:
+def check_hf_flex_equals_sdpa(doc, positions, ids, labels, device) -> bool:
     """A Hugging Face model with flex_attention + BlockMask == the same weights with SDPA + dense mask."""
     import tempfile
 
     from turnpack.train.hf_model import load_hf_model
 
-    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         folder = _tiny_hf_dir(Path(tmp) / "qwen3", 1000)
         results = {}
@@ -360,16 +366,7 @@ def check_hf_flex_equals_sdpa(layouts, doc, positions, ids, labels, seq_len, dev
             _, loss = model(ids, positions, labels=labels, **model.build_attention_mask(doc))
             loss.backward()
             results[backend] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
-    loss_err = (results["flex"][0] - results["sdpa"][0]).abs().item()
-    grad_err = max(
-        ((results["flex"][1][n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
-        for n, g in results["sdpa"][1].items()
-    )
-    for name, err, tol in [("loss", loss_err, 1e-4), ("grads (relative)", grad_err, 1e-3)]:
-        good = err < tol
-        ok &= good
-        print(f"  hf qwen3 {name:<16} max error = {err:.2e}  {'ok' if good else 'MISMATCH'}")
-    return ok
+    return _compare_backends("hf qwen3", results)
 
 
 def check_hf_training(steps: int = 20) -> bool:

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from turnpack.attention import dense_document_mask, document_block_mask
-from turnpack.data.batching import IGNORE_INDEX
 from turnpack.train.config import ConfigError
+from turnpack.train.model import next_token_loss
 
 if TYPE_CHECKING:  # pragma: no cover - import only for annotations
     from torch.nn.attention.flex_attention import BlockMask
@@ -143,20 +142,9 @@ class HFCausalLM(nn.Module):
             raise ValueError("pass either block_mask or dense_mask, not both")
         mask = block_mask if block_mask is not None else dense_mask
         out = self.hf(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, use_cache=False)
-        logits = out.logits
         if labels is None:
-            return logits
-        loss_sum = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            labels.reshape(-1).long(),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        if loss_reduction == "sum":
-            return logits, loss_sum
-        if loss_reduction != "mean":
-            raise ValueError(f"unknown loss_reduction {loss_reduction!r}")
-        return logits, loss_sum / (labels != IGNORE_INDEX).sum().clamp_min(1)
+            return out.logits
+        return out.logits, next_token_loss(out.logits, labels, loss_reduction)
 
 
 def _import_transformers() -> Any:

@@ -53,6 +53,7 @@ __all__ = [
     "apply_rotary",
     "config_100m",
     "config_tiny",
+    "next_token_loss",
     "rotary_cos_sin",
 ]
 
@@ -275,6 +276,25 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def next_token_loss(logits: Tensor, labels: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
+    """Cross-entropy (in float32) of ``logits[b, t]`` against ``labels[b, t]``, turnpack's shifted labels.
+
+    ``"sum"``: summed over the trained tokens (labels != -100); ``"mean"``: divided by their count
+    (0 if there are none).
+    """
+    loss_sum = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1).long(),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    if reduction == "sum":
+        return loss_sum
+    if reduction != "mean":
+        raise ValueError(f"unknown loss_reduction {reduction!r}")
+    return loss_sum / (labels != IGNORE_INDEX).sum().clamp_min(1)
+
+
 class Transformer(nn.Module):
     """Decoder-only language model; see the module docstring for usage."""
 
@@ -399,18 +419,7 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.norm(x))
         if labels is None:
             return logits
-        loss_sum = F.cross_entropy(
-            logits.float().view(-1, logits.shape[-1]),
-            labels.reshape(-1).long(),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        if loss_reduction == "sum":
-            return logits, loss_sum
-        if loss_reduction != "mean":
-            raise ValueError(f"unknown loss_reduction {loss_reduction!r}")
-        count = (labels != IGNORE_INDEX).sum().clamp_min(1)
-        return logits, loss_sum / count
+        return logits, next_token_loss(logits, labels, loss_reduction)
 
     # -------------------------------------------------------------- generate
     @torch.no_grad()
