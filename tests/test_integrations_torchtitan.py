@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -440,6 +442,18 @@ def test_resume_through_checkpoint_manager_on_two_gloo_ranks(data_path, model_di
         assert equal_pairs(got, uninterrupted[k:])
 
 
+def _trainer_for(model):
+    """A torchtitan Trainer with just what `Trainer.post_dataloading_process` reads (no devices, no
+    process group: the real trainer cannot be built on a machine without CUDA)."""
+    from torchtitan.trainer import Trainer
+
+    trainer = object.__new__(Trainer)
+    trainer.model_config, trainer.model_parts, trainer.ntokens_seen = model.config, [model], 0
+    trainer.parallel_dims = types.SimpleNamespace(cp_enabled=False)
+    trainer.config = types.SimpleNamespace(parallelism=types.SimpleNamespace(spmd_backend="none"))
+    return trainer
+
+
 def _decoder(attn_backend):
     from torchtitan.models.qwen3 import model_registry
 
@@ -464,10 +478,22 @@ def test_flex_mask_from_positions_is_the_document_mask(mask_batches, monkeypatch
     # torchtitan compiles create_block_mask; on CPU the eager one builds the same BlockMask
     monkeypatch.setattr(decoder, "create_attention_mask", create_block_mask)
     model = _decoder("flex")
+    trainer = _trainer_for(model)
     pairs, refs = mask_batches
     generator = torch.Generator().manual_seed(0)
-    for (inp, _), ref in zip(pairs, refs):
+    for (inp, labels), ref in zip(pairs, refs):
         positions, doc_ids = inp["positions"], ref["document_ids"]
+        # the trainer's own step: input_dict["input"] is the model input, every other key (and the
+        # mask it builds from "positions") a keyword of the model's forward
+        tokens, same_labels, extra = trainer.post_dataloading_process(dict(inp), labels)
+        assert (
+            tokens is inp["input"]
+            and same_labels is labels
+            and set(extra) == {"positions", "attention_masks"}
+        )
+        inspect.signature(type(model).forward).bind(model, tokens, **extra)
+        dense = create_mask(extra["attention_masks"].mask_mod, BATCH, 1, SEQ_LEN, SEQ_LEN, device="cpu")
+        assert torch.equal(dense, dense_document_mask(doc_ids))
         # B > 1 and B == 1 take different code paths in get_efficient_causal_mask_mod_for_packed_document
         for rows in (slice(None), slice(0, 1), slice(1, 2)):
             block_mask = model.get_attention_masks(positions=positions[rows])
@@ -502,10 +528,10 @@ def test_flex_mask_from_positions_is_the_document_mask(mask_batches, monkeypatch
 
 
 def test_varlen_metadata_from_positions_is_turnpacks_cu_seqlens(mask_batches):
-    model = _decoder("varlen")
+    trainer = _trainer_for(_decoder("varlen"))
     pairs, refs = mask_batches
-    for (inp, _), ref in zip(pairs, refs):
-        meta = model.get_attention_masks(positions=inp["positions"])
+    for (inp, labels), ref in zip(pairs, refs):
+        meta = trainer.post_dataloading_process(dict(inp), labels)[2]["attention_masks"]
         bounds, longest = [], 0
         for row, cu in enumerate(ref["cu_seqlens"].tolist()):
             starts = sorted({c for c in cu if c < SEQ_LEN})  # the tail is filled with seq_len
