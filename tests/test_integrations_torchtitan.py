@@ -297,19 +297,22 @@ def test_dp_ranks_read_disjoint_shares_of_the_whole(data_path, titan_tokenizer, 
 
 @pytest.mark.parametrize("rank, world, num_workers", [(0, 1, 0), (1, 2, 0), (1, 2, 2)])
 def test_resume_through_state_dict(data_path, titan_tokenizer, rank, world, num_workers):
-    n, k = 12, 5
+    n = 12
     kw = {"rank": rank, "world": world, "num_workers": num_workers, "seed": 2}
     uninterrupted = take(build(data_path, titan_tokenizer, **kw), n)
-    first = build(data_path, titan_tokenizer, **kw)
-    assert equal_pairs(take(first, k), uninterrupted[:k])
-    state = first.state_dict()
-    assert set(state) == {f"dp_rank_{rank}", "world_size"} and state["world_size"] == world
-    resumed = build(data_path, titan_tokenizer, **kw)
-    fresh = take(resumed, n - k)
-    assert not equal_pairs(fresh, uninterrupted[k:])  # without the state it starts over
-    resumed = build(data_path, titan_tokenizer, **kw)
-    resumed.load_state_dict(copy.deepcopy(state))
-    assert equal_pairs(take(resumed, n - k), uninterrupted[k:])
+    per_epoch = len(list(build(data_path, titan_tokenizer, infinite=False, **kw)))
+    assert per_epoch < n
+    # inside an epoch, and right after an epoch's last batch (the resumed pass then has none left)
+    for k in (5, per_epoch):
+        first = build(data_path, titan_tokenizer, **kw)
+        assert equal_pairs(take(first, k), uninterrupted[:k])
+        state = first.state_dict()
+        assert set(state) == {f"dp_rank_{rank}", "world_size"} and state["world_size"] == world
+        resumed = build(data_path, titan_tokenizer, **kw)
+        assert not equal_pairs(take(resumed, n - k), uninterrupted[k:])  # without the state: from the start
+        resumed = build(data_path, titan_tokenizer, **kw)
+        resumed.load_state_dict(copy.deepcopy(state))
+        assert equal_pairs(take(resumed, n - k), uninterrupted[k:])
 
 
 def test_load_state_dict_refuses_foreign_states(data_path, titan_tokenizer):
@@ -592,6 +595,14 @@ def test_selected_from_a_torchtitan_config(data_path, model_dir, tmp_path, monke
     assert isinstance(loader, TurnpackDataLoader)
     theirs = take(reference(data_path, str(model_dir), seed=7, shuffle_buffer=5), 4)
     assert same(take(loader, 4), theirs)
+
+
+def test_too_little_data_for_a_batch_raises_instead_of_looping(records, titan_tokenizer, tmp_path):
+    path = tmp_path / "few.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[:3]))  # 1 row: no batch of 2
+    with pytest.raises(RuntimeError, match="holds no batch"):
+        take(build(path, titan_tokenizer), 1)
+    assert len(take(build(path, titan_tokenizer, drop_last=False), 3)) == 3  # one short batch per epoch
 
 
 def test_tokenizer_checks(data_path, model_dir, titan_tokenizer, tmp_path):

@@ -166,8 +166,9 @@ class TurnpackDataLoader(BaseDataLoader):
         """Records in the buffered shuffle of streamed conversations."""
 
         infinite: bool = True
-        """Loop over epochs forever (ranks can hold different numbers of batches: stop by step count).
-        False: one epoch, then the iteration ends (torchtitan's trainer then stops)."""
+        """Loop over epochs forever (ranks can hold different numbers of batches: stop by step count);
+        an epoch without a single batch for this rank raises instead of looping. False: one epoch,
+        then the iteration ends (torchtitan's trainer then stops)."""
 
         drop_last: bool = True
         """Drop each epoch's short last batch (its samples are counted as dropped), so every batch has
@@ -242,7 +243,8 @@ class TurnpackDataLoader(BaseDataLoader):
             "fields": config.fields,
             "on_error": config.on_error,
             "num_threads": config.num_threads,
-            "epochs": None if config.infinite else 1,
+            # One epoch per pass of the ChatDataLoader; __iter__ runs the passes (see there).
+            "epochs": 1,
             "drop_last": config.drop_last,
         }
         if prepared_dir(config.dataset_path) is not None:
@@ -289,8 +291,25 @@ class TurnpackDataLoader(BaseDataLoader):
         return chat_tokenizer
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        for batch in self._loader:
-            yield to_torchtitan(batch)
+        # Epoch after epoch, one ChatDataLoader pass each (rather than ChatDataset(epochs=None)), so
+        # that data too small for one batch per epoch on this rank is an error and not an endless
+        # loop that yields nothing. The pass after a resume can be legitimately empty (the state was
+        # saved after an epoch's last batch), a second empty pass in a row cannot.
+        empty_passes = 0
+        while True:
+            yielded = 0
+            for batch in self._loader:
+                yielded += 1
+                yield to_torchtitan(batch)
+            if not self.config.infinite:
+                return
+            empty_passes = empty_passes + 1 if yielded == 0 else 0
+            if empty_passes == 2:
+                raise RuntimeError(
+                    f"an epoch of dp rank {self.dp_rank}'s share of {self.config.dataset_path} holds no "
+                    f"batch of {self.dataset.batch_size} rows of {self.dataset.seq_len} tokens "
+                    f"(sample accounting: {self.stats}); use more data, smaller batches or drop_last=False"
+                )
 
     def state_dict(self) -> dict[str, Any]:
         # One JSON string per dp rank: DCP stores it as one opaque item, whatever its nesting.
