@@ -34,7 +34,10 @@ non-zero on a failure:
   the GPU: flex + bf16 + activation checkpointing, once replicated and once
   with FSDP2 in a process group of one with CPU offload and bf16 mixed
   precision; the loss falls, a resumed run repeats the uninterrupted losses,
-  and ``final_model`` loads with ``from_pretrained``.
+  and ``final_model`` loads with ``from_pretrained``;
+* a real torchtitan run (``torchrun -m torchtitan.train``, its Qwen3
+  ``debugmodel`` with flex attention) on ``TurnpackDataLoader`` batches of the
+  example dialogues: the loss falls.
 
 Runs in a few minutes on one H200; prints "no CUDA device" and exits 0 elsewhere.
 
@@ -299,7 +302,8 @@ def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
     ok &= _compare_backends("model", results)
     ok &= check_hf_flex_equals_sdpa(doc, positions, ids, labels, device)
     ok &= check_training_loop()  # run every check even after a mismatch
-    return check_hf_training() and ok
+    ok &= check_hf_training()
+    return check_torchtitan() and ok
 
 
 def _compare_backends(what: str, results: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> bool:
@@ -341,9 +345,16 @@ def check_training_loop(steps: int = 30) -> bool:
     return good
 
 
+def _tests_on_path() -> None:
+    """The tests' model-folder builders (tests/hf_models.py) are not part of the package."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
 def _tiny_hf_dir(folder: Path, vocab_size: int) -> Path:
     """A small Qwen3 checkpoint from a config (head_dim 64, as real models), with the example tokenizer."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    _tests_on_path()
     from hf_models import tiny_model_dir
 
     return tiny_model_dir(
@@ -431,6 +442,69 @@ def check_hf_training(steps: int = 20) -> bool:
                 traceback.print_exc(limit=5)
             ok &= good
     return ok
+
+
+_TORCHTITAN_CONFIG = """
+from torchtitan.components.checkpoint import CheckpointManager
+from torchtitan.components.loss import ChunkedLossWrapper, CrossEntropyLoss
+from torchtitan.components.metrics import MetricsProcessor
+from torchtitan.components.optimizer import LRSchedulersContainer, default_adamw
+from torchtitan.config import TrainingConfig
+from torchtitan.models.common.config_utils import decoder_vocab_size
+from torchtitan.models.qwen3 import model_registry
+from torchtitan.trainer import Trainer
+from turnpack.integrations.torchtitan import TurnpackDataLoader
+
+def debug_chat() -> Trainer.Config:
+    spec = model_registry("debugmodel", attn_backend="flex")
+    return Trainer.Config(
+        model_spec=spec, hf_assets_path="model",
+        loss=ChunkedLossWrapper.Config(loss_fn=CrossEntropyLoss.Config(global_vocab_size=decoder_vocab_size(spec))),
+        dataloader=TurnpackDataLoader.Config(dataset_path="dialogues.jsonl", num_workers=1),
+        optimizer=default_adamw(lr=1e-3), metrics=MetricsProcessor.Config(log_freq=10),
+        lr_scheduler=LRSchedulersContainer.Config(warmup_steps=20, total_steps=STEPS),
+        training=TrainingConfig(local_batch_size=8, seq_len=512, steps=STEPS),
+        checkpoint=CheckpointManager.Config(enable=False),
+    )
+"""
+
+
+def check_torchtitan(steps: int = 200) -> bool:
+    """torchtitan's own trainer on TurnpackDataLoader (example dialogues, Qwen3 debugmodel): the loss falls."""
+    import re
+    import subprocess
+    import tempfile
+
+    _tests_on_path()
+    from hf_models import write_example_tokenizer
+    from turnpack.train import examples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "model").mkdir()
+        write_example_tokenizer(root / "model")
+        dialogues = examples.register_dialogues(20000, seed=0)
+        (root / "dialogues.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in dialogues))
+        (root / "tp_debug.py").write_text(_TORCHTITAN_CONFIG.replace("STEPS", str(steps)))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               "-m", "torchtitan.train", "--module", "tp_debug", "--config", "debug_chat",
+               "--dump_folder", str(root / "out")]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        try:
+            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=480)
+        except subprocess.TimeoutExpired:
+            print("  torchtitan: timed out  FAILED")
+            return False
+    text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    losses = {int(m[1]): float(m[2]) for m in re.finditer(r"step:\s*(\d+)\s+loss:\s*([0-9.]+)", text)}
+    good = proc.returncode == 0 and len(losses) >= 2 and losses[max(losses)] < losses[min(losses)] - 1.0
+    summary = f"loss {losses[min(losses)]:.3f} -> {losses[max(losses)]:.3f}" if losses else "no loss logged"
+    print(
+        f"  torchtitan run ({steps} steps, flex, exit {proc.returncode}): {summary}  {'ok' if good else 'FAILED'}"
+    )
+    if not good:
+        print(text[-3000:])
+    return good
 
 
 # ------------------------------------------------------------------ output
