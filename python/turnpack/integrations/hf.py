@@ -52,7 +52,10 @@ Pieces:
   `datasets.IterableDataset`, the only dataset types TRL's `SFTTrainer` takes (a torch dataset is a
   `TypeError` there), for `SFTConfig(dataset_kwargs={"skip_prepare_dataset": True})` with the
   collator; `SFTTrainer` also needs a `processing_class` (any tokenizer object; it is not used on
-  these rows, but without one it tries to download one named after the model).
+  these rows, but without one it tries to download one named after the model). TRL's `num_tokens`
+  metric sums `attention_mask`: with a 4D mask it is meaningless (the loss is not affected), and a
+  `BlockMask` has no `sum`, so with `"flex_attention"` under `SFTTrainer` use
+  `return_attention_mask=False`.
 
 With `Trainer` and `SFTTrainer` set `remove_unused_columns=False`: otherwise `document_ids`, which the
 model's `forward` does not take, is dropped before the collator sees it.
