@@ -192,3 +192,32 @@ def test_config_rejects_reference_keys_and_missing_folders(tmp_path):
         ModelSection(hf="x", dim=64)
     with pytest.raises(ConfigError, match=r"not a Hugging Face model folder"):
         train(make_config(tmp_path / "run", tmp_path / "nowhere"), echo=quiet)
+
+
+def test_turnpack_train_and_the_hf_trainer_take_the_same_first_step(qwen_dir, tmp_path):
+    """The same checkpoint on the same rows: turnpack train's first-step loss is transformers.Trainer's."""
+    from turnpack.integrations import hf
+    from turnpack.train.data import build_loader
+
+    config = make_config(tmp_path / "turnpack", qwen_dir, **{"train.max_steps": 1, "checkpoint.every": 0})
+    ours = train(config, echo=quiet).history[0]["loss"]
+    rows = next(iter(build_loader(config.data, seed=config.train.seed).loader))  # the rows of that step
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(qwen_dir, attn_implementation="sdpa")
+    seen: list[float] = []
+    model.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append(out.loss.item()), with_kwargs=True
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), report_to=[], use_cpu=True, remove_unused_columns=False,
+        save_strategy="no", logging_steps=1, per_device_train_batch_size=SETTINGS["data.batch_size"],
+        max_steps=1, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=hf.PackedRowsDataset(rows),
+        data_collator=hf.DataCollatorForPackedRows(model),
+    )  # fmt: skip
+    trainer.train()
+    assert seen and seen[0] == pytest.approx(ours, abs=1e-6)
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert logged[0] == pytest.approx(ours, abs=1e-4)
