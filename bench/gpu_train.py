@@ -37,7 +37,9 @@ non-zero on a failure:
   and ``final_model`` loads with ``from_pretrained``;
 * a real torchtitan run (``torchrun -m torchtitan.train``, its Qwen3
   ``debugmodel`` with flex attention) on ``TurnpackDataLoader`` batches of the
-  example dialogues: the loss falls.
+  example dialogues: the loss falls;
+* the test suite's CUDA-only tests (``pytest -k cuda`` over the files that hold
+  them, e.g. the Hugging Face collator's FlexAttention gradients), which skip on CPU.
 
 Runs in a few minutes on one H200; prints "no CUDA device" and exits 0 elsewhere.
 
@@ -303,7 +305,8 @@ def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
     ok &= check_hf_flex_equals_sdpa(doc, positions, ids, labels, device)
     ok &= check_training_loop()  # run every check even after a mismatch
     ok &= check_hf_training()
-    return check_torchtitan() and ok
+    ok &= check_torchtitan()
+    return check_cuda_tests() and ok
 
 
 def _compare_backends(what: str, results: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> bool:
@@ -504,6 +507,41 @@ def check_torchtitan(steps: int = 200) -> bool:
     )
     if not good:
         print(text[-3000:])
+    return good
+
+
+#: Test files with tests that skip without CUDA (their names contain "cuda").
+CUDA_TEST_FILES = (
+    "tests/test_attention.py",
+    "tests/test_packed_equivalence.py",
+    "tests/test_train.py",
+    "tests/test_integrations_hf.py",
+)
+
+
+def check_cuda_tests() -> bool:
+    """Run the suite's CUDA-only tests here, where they do not skip."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "cuda",
+        *CUDA_TEST_FILES,
+    ]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=480)
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+    good = proc.returncode == 0 and "skipped" not in tail
+    print(f"  CUDA-only tests: {tail}  {'ok' if good else 'FAILED'}")
+    if not good:
+        print(proc.stdout[-4000:])
     return good
 
 
