@@ -187,6 +187,17 @@ def test_a_tokenizer_larger_than_the_embedding_is_an_error_before_training(tmp_p
     assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
+def test_data_encoded_with_another_vocabulary_than_the_models_is_an_error(tmp_path):
+    """The example dialogues (a 300-token tokenizer) against a model folder with its own, smaller one
+    (302 tokens, trained in the test): the ids fit the 512-row embedding, but they mean other tokens."""
+    from tiny_tokenizer import tiny_tokenizer_json
+
+    other = tiny_model_dir(tmp_path / "other", "qwen3", vocab_size=512)
+    (other / "tokenizer.json").write_text(tiny_tokenizer_json(), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"the data's tokenizer has 300 tokens but .*tokenizer.json has 302"):
+        train(make_config(tmp_path / "run", other), echo=quiet)
+
+
 def test_config_rejects_reference_keys_and_missing_folders(tmp_path):
     with pytest.raises(ConfigError, match=r"model.dim.*apply only to the reference model"):
         ModelSection(hf="x", dim=64)

@@ -173,9 +173,10 @@ def load_hf_model(
             cannot tell.
 
     Raises:
-        ConfigError: no model folder at ``path``, or the model's embedding has fewer rows than the
-            tokenizer has tokens (ids past the embedding would fail, or silently index garbage, in
-            the first step).
+        ConfigError: no model folder at ``path``; the folder holds a ``tokenizer.json`` of another
+            vocabulary size than the data's tokenizer; or the model's embedding has fewer rows than
+            the tokenizer has tokens (ids past the embedding would fail, or silently index garbage,
+            in the first step).
     """
     folder = Path(path)
     if not (folder / "config.json").is_file():
@@ -188,6 +189,20 @@ def load_hf_model(
         str(folder), dtype=torch.float32, attn_implementation=_ATTN_IMPLEMENTATION[backend]
     )
     model = HFCausalLM(hf, backend, str(folder))
+    own = folder / "tokenizer.json"
+    if vocab_size is not None and own.is_file():
+        # Ids index the embedding by meaning: a tokenizer that fits the embedding but is not the
+        # model's own (another vocabulary) would train silently on the wrong tokens.
+        from turnpack._core import ChatTokenizer
+
+        own_size = ChatTokenizer(str(own), chat_template="").vocab_size
+        if own_size != vocab_size:
+            raise ConfigError(
+                f"model.hf: the data's tokenizer has {vocab_size} tokens but {own} has {own_size}: "
+                "the data is encoded with another vocabulary than the model's (data.tokenizer names the "
+                "tokenizer; by default the model folder's, and data.source = 'example' uses the bundled "
+                "example tokenizer)"
+            )
     if vocab_size is not None and vocab_size > model.vocab_rows:
         raise ConfigError(
             f"model.hf: {path} has an embedding of {model.vocab_rows} rows but the tokenizer has "
