@@ -112,7 +112,9 @@ def test_fsdp_in_one_process_equals_unsharded_training_and_resumes(tmp_path):
     (resumed / "checkpoints").mkdir(parents=True)
     step3 = tmp_path / "sharded" / "checkpoints" / "step_00000003"
     shutil.copytree(step3, resumed / "checkpoints" / step3.name)
-    again, lines = run(resumed, **{"train.data_parallel": "fsdp"})
+    # An explicit checkpoint.resume names the folder (it lies elsewhere than this run's out_dir).
+    again, lines = run(resumed / "elsewhere", **{"train.data_parallel": "fsdp",
+                                                "checkpoint.resume": str(resumed / "checkpoints" / step3.name)})  # fmt: skip
     assert any("resumed from" in line for line in lines)
     assert again == {s: v for s, v in sharded.items() if s > 3}
 

@@ -501,3 +501,17 @@ def test_gpu_bench_layouts_hold_the_same_data_and_run_on_cpu(tmp_path, capsys):
     }, [tmp_path])  # fmt: skip
     assert "| 128 | packed-flex | failed: OOM" in (tmp_path / "gpu_train.md").read_text()
     assert json.loads((tmp_path / "gpu_train.json").read_text())["results"][0]["mode"] == "packed-sdpa"
+
+
+def test_prune_removes_the_leftovers_of_unfinished_saves(tmp_path):
+    from turnpack.train.checkpoint import TRAINER_STATE, prune_checkpoints
+
+    for step in (1, 2, 3):
+        (tmp_path / f"step_{step:08d}.pt").write_bytes(b"x")
+    (tmp_path / "step_00000004.pt.tmp").write_bytes(b"half")  # a file save killed midway
+    (tmp_path / "step_00000005.tmp").mkdir()  # a distributed save killed midway
+    (tmp_path / "step_00000006").mkdir()  # a complete distributed checkpoint
+    (tmp_path / "step_00000006" / TRAINER_STATE).write_bytes(b"x")
+    (tmp_path / "notes.tmp").write_bytes(b"not ours")
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp", "step_00000003.pt", "step_00000006"]

@@ -161,10 +161,42 @@ def test_activation_checkpointing_changes_no_loss(full_run, qwen_dir, tmp_path):
     config = make_config(tmp_path, qwen_dir, **{"train.max_steps": 3, "checkpoint.every": 0,
                                                 "train.activation_checkpointing": True})  # fmt: skip
     run = train(config, echo=quiet)
-    assert any(getattr(m, "gradient_checkpointing", False) for m in run.model.hf.modules())
+    assert run.model.hf.training and any(
+        getattr(m, "gradient_checkpointing", False) for m in run.model.hf.modules()
+    )
     recomputed = losses(run)
     for step, loss in recomputed.items():
         assert loss == pytest.approx(losses(result)[step], rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["hf", "reference"])
+def test_activation_checkpointing_recomputes_every_layer_in_the_backward(kind, qwen_dir):
+    """Each decoder layer runs once in the forward and once more in the backward (the recompute)."""
+    from turnpack.train.model import Transformer, config_tiny
+
+    def layer_calls(checkpointing: bool) -> int:
+        torch.manual_seed(0)
+        if kind == "hf":
+            model = load_hf_model(str(qwen_dir), backend="sdpa", device=torch.device("cpu"), vocab_size=300)
+            assert model.hf.training  # from_pretrained gives eval mode, where transformers never recomputes
+        else:
+            model = Transformer(config_tiny(300, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=64))
+        if checkpointing:
+            model.enable_activation_checkpointing()
+        calls = []
+        for layer in model.decoder_layers():
+            # A pre-hook on the layer's first part: the recompute calls the layer's forward, not the
+            # layer (transformers keeps module hooks outside the checkpoint), and stops early, once it
+            # holds what the backward needs.
+            next(layer.children()).register_forward_pre_hook(lambda *_: calls.append(1))
+        ids = torch.randint(0, 300, (2, 64))
+        _, loss = model(ids, labels=ids.roll(-1, 1))
+        loss.backward()
+        return len(calls)
+
+    layers = 2
+    assert layer_calls(checkpointing=False) == layers
+    assert layer_calls(checkpointing=True) == 2 * layers
 
 
 def test_the_tokenizer_comes_from_the_model_folder(qwen_dir, tmp_path):
@@ -194,8 +226,34 @@ def test_data_encoded_with_another_vocabulary_than_the_models_is_an_error(tmp_pa
 
     other = tiny_model_dir(tmp_path / "other", "qwen3", vocab_size=512)
     (other / "tokenizer.json").write_text(tiny_tokenizer_json(), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"the data's tokenizer has 300 tokens but .*tokenizer.json has 302"):
+    with pytest.raises(
+        ConfigError, match=r"the data's tokenizer has 300 tokens but .*tokenizer.json has 302"
+    ):
         train(make_config(tmp_path / "run", other), echo=quiet)
+
+
+def test_a_prepared_folder_of_another_vocabulary_is_an_error(qwen_dir, tmp_path):
+    """`turnpack prepare` records its tokenizer's vocabulary; training checks the model's against it."""
+    from tiny_tokenizer import tiny_tokenizer_json
+    from turnpack import prepare
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text(
+        "".join(json.dumps({"messages": d}) + "\n" for d in examples.register_dialogues(40, seed=5))
+    )
+    out = tmp_path / "prepared"
+    args = [str(data), "--tokenizer", str(qwen_dir), "--seq-len", "256", "--out", str(out), "--no-progress"]
+    assert prepare.main(args) == 0
+    assert json.loads((out / "index.json").read_text())["metadata"]["vocab_size"] == 300
+    settings = {"data.source": "dataset", "data.path": str(out), "train.max_steps": 1, "checkpoint.every": 0}
+    assert train(make_config(tmp_path / "same", qwen_dir, **settings), echo=quiet).step == 1
+
+    other = tiny_model_dir(tmp_path / "other", "qwen3", vocab_size=512)
+    (other / "tokenizer.json").write_text(tiny_tokenizer_json(), encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"prepared with a tokenizer of 300 tokens, but data.tokenizer .* has 302"
+    ):
+        train(make_config(tmp_path / "run", other, **settings), echo=quiet)
 
 
 def test_config_rejects_reference_keys_and_missing_folders(tmp_path):

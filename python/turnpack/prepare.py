@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     metadata = {
         "inputs": [s.name for s in sources],
         "tokenizer": tokenizer_name,
+        # what a trainer checks its model's tokenizer against (ids mean tokens of this vocabulary)
+        "vocab_size": tokenizer.vocab_size,
         "seq_len": args.seq_len,
         "options": {
             "fields": args.fields,

@@ -52,6 +52,8 @@ __all__ = [
 
 #: A checkpoint file (``step_N.pt``) or a distributed checkpoint folder (``step_N``).
 _NAME = re.compile(r"^step_(\d+)(\.pt)?$")
+#: A save killed midway leaves its temporary name behind.
+_STALE = re.compile(r"^step_\d+(\.pt)?\.tmp$")
 #: The file beside a distributed checkpoint's shards with everything but the model and optimizer.
 TRAINER_STATE = "trainer_state.pt"
 
@@ -91,7 +93,16 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 
 def prune_checkpoints(directory: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (``keep <= 0`` keeps everything)."""
+    """Delete all but the newest ``keep`` checkpoints (``keep <= 0`` keeps everything), and the
+    temporary files or folders of saves that never finished.  Call it only when no save is under way."""
+    # Leftovers of saves that were killed midway (a complete save renames its .tmp into place).
+    directory = Path(directory)
+    for stale in directory.glob("step_*.tmp"):
+        if _STALE.match(stale.name):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
     if keep <= 0:
         return
     for path in list_checkpoints(directory)[:-keep]:

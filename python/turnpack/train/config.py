@@ -83,8 +83,10 @@ class ModelSection:
     ``save_pretrained`` writes it) loaded with ``transformers.AutoModelForCausalLM``
     (:mod:`turnpack.train.hf_model`); the preset keys do not apply to it.  Its
     tokenizer and chat template encode the data unless ``data.tokenizer`` names
-    another, and a tokenizer with more tokens than the model's embedding has rows
-    is an error before the first step.  The trained model is saved for
+    another.  Before the first step it is an error when that tokenizer has more
+    tokens than the model's embedding has rows, another vocabulary size than the
+    folder's own ``tokenizer.json``, or (for a ``turnpack prepare`` folder)
+    another than the one the rows were prepared with.  The trained model is saved for
     ``from_pretrained`` in ``{train.out_dir}/final_model``.
     """
 
@@ -205,7 +207,8 @@ class CheckpointConfig:
     every: int = 100
     #: Keep only the newest N checkpoints (0 = keep all).
     keep: int = 2
-    #: "auto" = resume from the newest checkpoint in out_dir if there is one; "never"; or a file path.
+    #: "auto" = resume from the newest checkpoint in out_dir if there is one; "never"; or the path of a
+    #: checkpoint file (or, under FSDP2, of a distributed checkpoint folder).
     resume: str = "auto"
 
 

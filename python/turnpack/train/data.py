@@ -23,7 +23,7 @@ import torch
 
 import turnpack
 from turnpack.tokenizer import load_tokenizer
-from turnpack.train.config import DataConfig
+from turnpack.train.config import ConfigError, DataConfig
 
 __all__ = [
     "BATCH_KEYS",
@@ -174,6 +174,17 @@ def _chat_dataset_source(config: DataConfig, rank: int, world_size: int, seed: i
         vocab_size = tokenizer().vocab_size
     elif not prepared:
         raise ValueError("data.tokenizer is needed to encode conversations (only prepared folders need none)")
+    if prepared:
+        from turnpack.data.shards import ShardReader
+
+        recorded = ShardReader(prepared_dir(config.path)).index.get("metadata", {}).get("vocab_size")
+        if recorded is not None and vocab_size is not None and recorded != vocab_size:
+            raise ConfigError(
+                f"data.path {config.path} was prepared with a tokenizer of {recorded} tokens, but "
+                f"data.tokenizer ({config.tokenizer}) has {vocab_size}: the rows' ids belong to another "
+                "vocabulary"
+            )
+        vocab_size = vocab_size if vocab_size is not None else recorded
     dataset = ChatDataset(
         config.path,
         None if prepared else tokenizer,

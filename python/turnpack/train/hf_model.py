@@ -135,8 +135,9 @@ class HFCausalLM(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits, and the loss over turnpack's shifted ``labels`` when given.
 
-        Same contract as :meth:`turnpack.train.model.Transformer.forward`; without a
-        mask attention is plain causal over the whole row.
+        Same contract as :meth:`turnpack.train.model.Transformer.forward`.  Without a mask,
+        transformers infers the documents from restarting ``position_ids`` (``use_cache=False``
+        here); without either, attention is plain causal over the whole row.
         """
         if block_mask is not None and dense_mask is not None:
             raise ValueError("pass either block_mask or dense_mask, not both")
@@ -188,6 +189,9 @@ def load_hf_model(
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         str(folder), dtype=torch.float32, attn_implementation=_ATTN_IMPLEMENTATION[backend]
     )
+    # from_pretrained returns the model in eval mode, where transformers neither recomputes layers
+    # (activation checkpointing) nor applies dropout: training needs train mode.
+    hf.train()
     model = HFCausalLM(hf, backend, str(folder))
     own = folder / "tokenizer.json"
     if vocab_size is not None and own.is_file():

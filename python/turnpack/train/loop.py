@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from turnpack.data.batching import IGNORE_INDEX
 from turnpack.train.checkpoint import (
+    TRAINER_STATE,
     capture_rng_state,
     checkpoint_path,
     is_sharded,
@@ -114,12 +115,14 @@ class Distributed:
 
 
 def _setup_distributed(
-    device_spec: str, *, group_of_one: bool = False
+    device_spec: str, *, group_of_one: bool = False, cpu_collectives: bool = False
 ) -> tuple[Distributed, torch.device, bool]:
     """Read torchrun's environment, pick the device and join the process group.
 
     ``group_of_one``: a process started without torchrun forms a group of its own
     (FSDP2 needs one even on one device, e.g. to offload shards to CPU memory).
+    ``cpu_collectives``: on CUDA, also give the group gloo for CPU tensors (FSDP2's CPU
+    offload reduces the gradient norm over CPU shards, which NCCL cannot).
     Returns the process info, the device and whether this call created the group
     (and so must destroy it).
     """
@@ -133,7 +136,9 @@ def _setup_distributed(
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     created = False
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = "gloo"
+    if device.type == "cuda":
+        backend = "cuda:nccl,cpu:gloo" if cpu_collectives else "nccl"
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend=backend)
         created = True
@@ -314,8 +319,10 @@ def _find_resume(config: TrainConfig, ckpt_dir: Path) -> Path | None:
     if spec == "auto":
         return latest_checkpoint(ckpt_dir)
     path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint.resume: no checkpoint at {path}")
+    if not (path.is_file() or (path / TRAINER_STATE).is_file()):
+        raise FileNotFoundError(
+            f"checkpoint.resume: no checkpoint file or distributed checkpoint folder at {path}"
+        )
     return path
 
 
@@ -342,8 +349,9 @@ def train(
             one with ``state_dict()``/``load_state_dict()`` resumes exactly.
         echo: where rank 0's log lines go.
     """
+    fsdp = config.train.data_parallel == "fsdp"
     info, device, created_group = _setup_distributed(
-        config.train.device, group_of_one=config.train.data_parallel == "fsdp"
+        config.train.device, group_of_one=fsdp, cpu_collectives=fsdp and config.train.fsdp_cpu_offload
     )
     try:
         return _train(config, info, device, source, echo)
