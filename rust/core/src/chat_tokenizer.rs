@@ -1,11 +1,12 @@
 //! [`ChatTokenizer`]: a chat template plus a tokenizer. It renders conversations and encodes them
 //! into token ids with a mask of the tokens the model learns to write.
 
-use crate::options::{Boundary, EncodeOptions};
+use crate::history::{self, Branch, HistoryCheck, Rewrite, RewriteTraining};
+use crate::options::{Boundary, EncodeOptions, History, SpanSource, Supervise};
 use crate::spans::{mask, Renderer, SpanFinder};
 use crate::template::{self, ChatTemplate, Conversation, Rendered, Vars};
 use crate::tokenizer::{CharIndex, TextTokenizer, Tokens};
-use crate::{model_dir, Error, Result};
+use crate::{model_dir, Error, Result, Sample, TreeBranch};
 use minijinja::value::Value;
 use std::ops::Range;
 use std::path::Path;
@@ -29,12 +30,42 @@ pub struct Encoded {
     pub skipped: Vec<usize>,
     /// How many times the template was rendered to encode this conversation.
     pub renders: usize,
+    /// Supervised turns the full rendering shows differently from how the model writes them,
+    /// in message order, with how each is trained (see `EncodeOptions::history`).
+    pub rewrites: Vec<Rewrite>,
+    /// With `History::Expand`: the rewritten turns trained in their inference context.
+    pub branches: Vec<Branch>,
 }
 
 impl Encoded {
-    /// Number of trained tokens.
+    /// Number of trained tokens (branches included).
     pub fn num_trained(&self) -> usize {
         self.mask.iter().filter(|&&m| m).count()
+            + self.branches.iter().map(Branch::num_trained).sum::<usize>()
+    }
+
+    /// Number of tokens (branches included).
+    pub fn num_tokens(&self) -> usize {
+        self.ids.len()
+            + self
+                .branches
+                .iter()
+                .map(|b| b.input_ids.len())
+                .sum::<usize>()
+    }
+
+    /// The packer's sample: the trunk's tokens and mask, and the branches.
+    pub fn into_sample(self, id: u64) -> Sample {
+        let branches = self
+            .branches
+            .into_iter()
+            .map(|b| TreeBranch {
+                prefix_len: b.prefix_len,
+                input_ids: b.input_ids,
+                mask: b.mask,
+            })
+            .collect();
+        Sample::new(id, self.ids, self.mask).with_branches(branches)
     }
 
     /// A character index of `text`, to express offsets and spans as Python's string positions.
@@ -134,7 +165,7 @@ impl ChatTokenizer {
         let full = renderer.render(&messages, false)?;
         let text = full.text.as_str();
         let tokens = self.tokenizer.encode(text)?;
-        let found = SpanFinder {
+        let mut found = SpanFinder {
             renderer: &renderer,
             tokenizer: &self.tokenizer,
             conversation: conv,
@@ -143,10 +174,47 @@ impl ChatTokenizer {
             offsets: &tokens.offsets,
         }
         .find(opts)?;
+        let rewritten = if opts.supervise == Supervise::All || opts.spans == SpanSource::Generation
+        {
+            Vec::new() // no span belongs to a message
+        } else {
+            HistoryCheck {
+                renderer: &renderer,
+                tokenizer: &self.tokenizer,
+                conversation: conv,
+                messages: &messages,
+                text,
+                offsets: &tokens.offsets,
+            }
+            .rewritten(&found, opts)?
+        };
+        // The tokens do not depend on the history mode: split at every span found.
         let tokens = match opts.boundary {
             Boundary::Merge => tokens,
             Boundary::Split => self.encode_split(text, &found.spans)?,
         };
+        let mut rewrites = Vec::with_capacity(rewritten.len());
+        let mut branches = Vec::new();
+        for r in rewritten.iter().rev() {
+            let mut rewrite = r.rewrite.clone();
+            if opts.history != History::Rendered {
+                found.spans.remove(r.span);
+                found.span_messages.remove(r.span);
+                rewrite.training = RewriteTraining::ContextOnly;
+            }
+            if opts.history == History::Expand {
+                rewrite.training = if rewrite.target.is_empty() {
+                    RewriteTraining::Empty
+                } else {
+                    let (branch, kind) = history::branch(&self.tokenizer, &rewrite, text, &tokens)?;
+                    branches.push(branch);
+                    kind
+                };
+            }
+            rewrites.push(rewrite);
+        }
+        rewrites.reverse();
+        branches.reverse();
         Ok(Encoded {
             mask: mask::tokens_overlapping(&tokens.offsets, &found.spans),
             ids: tokens.ids,
@@ -156,6 +224,8 @@ impl ChatTokenizer {
             skipped: found.skipped,
             renders: renderer.count(),
             text: full.text,
+            rewrites,
+            branches,
         })
     }
 

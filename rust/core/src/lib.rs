@@ -42,6 +42,7 @@
 mod batch;
 mod chat_tokenizer;
 mod error;
+mod history;
 mod model_dir;
 mod options;
 mod pack;
@@ -52,11 +53,12 @@ mod tokenizer;
 pub use batch::{default_threads, BatchEncoder, BatchSample};
 pub use chat_tokenizer::{ChatTokenizer, Encoded};
 pub use error::{guarded, Error, Result};
+pub use history::{Branch, Rewrite, RewriteTraining};
 pub use model_dir::{TokenizerConfig, SPECIAL_TOKEN_KEYS};
-pub use options::{Boundary, EncodeOptions, Eot, Method, SpanSource, Start, Supervise};
+pub use options::{Boundary, EncodeOptions, Eot, History, Method, SpanSource, Start, Supervise};
 pub use pack::{
-    pack, Admission, DropReason, Overflow, PackOptions, PackStats, Packed, PackedRows, Packer,
-    Sample, DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS, IGNORE_INDEX, MIN_DOC_LEN,
+    pack, Admission, DocRole, DropReason, Overflow, PackOptions, PackStats, Packed, PackedRows,
+    Packer, Sample, TreeBranch, DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS, IGNORE_INDEX, MIN_DOC_LEN,
 };
 pub use template::{
     context as template_context, from_json, string_vars, ChatTemplate, Conversation, Message,

@@ -69,6 +69,22 @@ pub enum Method {
     PerMessage,
 }
 
+/// What is trained when the template renders an earlier assistant turn differently from how the
+/// model writes it (Qwen3 and most reasoning templates drop the reasoning of turns before the last
+/// user message). Such turns are found in every mode and reported (`Encoded::rewrites`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum History {
+    /// One sample, the conversation as the template renders it: rewritten turns are trained as
+    /// rendered (and reported).
+    #[default]
+    Rendered,
+    /// Only turns whose target appears as at inference are trained; rewritten turns are context.
+    Faithful,
+    /// Every supervised turn is trained in its inference context with its inference target:
+    /// rewritten turns become branches of a prefix tree (`Encoded::branches`).
+    Expand,
+}
+
 /// Everything `ChatTokenizer::encode` can be told; the default is what the Python API defaults to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodeOptions {
@@ -84,6 +100,8 @@ pub struct EncodeOptions {
     pub boundary: Boundary,
     /// How the blanked renderings are obtained.
     pub method: Method,
+    /// What is trained of turns the template rewrites in history.
+    pub history: History,
 }
 
 /// `FromStr` for an option enum: its names, and an error listing them.
@@ -113,6 +131,11 @@ parse_by_name!(Supervise, "supervise",
 parse_by_name!(Start, "start", "prompt" => Start::Prompt, "content" => Start::Content);
 parse_by_name!(SpanSource, "spans", "diff" => SpanSource::Diff, "generation" => SpanSource::Generation);
 parse_by_name!(Boundary, "boundary", "merge" => Boundary::Merge, "split" => Boundary::Split);
+parse_by_name!(History, "history",
+    "rendered" => History::Rendered,
+    "faithful" => History::Faithful,
+    "expand" => History::Expand,
+);
 parse_by_name!(Method, "method", "auto" => Method::Auto, "per_message" => Method::PerMessage);
 
 #[cfg(test)]

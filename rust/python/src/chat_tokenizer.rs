@@ -120,9 +120,9 @@ impl PyChatTokenizer {
     }
 
     /// Encodes a conversation: token ids and the mask of trained tokens.
-    #[pyo3(signature = (messages, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", **template_kwargs))]
+    #[pyo3(signature = (messages, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", **template_kwargs))]
     #[pyo3(
-        text_signature = "($self, messages, tools=None, *, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', **template_kwargs)"
+        text_signature = "($self, messages, tools=None, *, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', history='rendered', **template_kwargs)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn encode(
@@ -136,9 +136,10 @@ impl PyChatTokenizer {
         spans: &str,
         boundary: &str,
         method: &str,
+        history: &str,
         template_kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyEncoding> {
-        let opts = encode_options(supervise, eot, start, spans, boundary, method)?;
+        let opts = encode_options(supervise, eot, start, spans, boundary, method, history)?;
         let conv = conversation(messages)?;
         let tools = tools_value(tools)?;
         let vars = vars_from_dict(template_kwargs)?;
@@ -151,14 +152,14 @@ impl PyChatTokenizer {
                 })
             })
             .map_err(to_py)?;
-        Ok(PyEncoding::new(py, encoded))
+        PyEncoding::new(py, encoded)
     }
 
     /// Encodes many conversations in parallel (GIL released), with the same results as `encode`.
     /// `on_error="skip"` puts the exception in place of a failed sample instead of raising.
-    #[pyo3(signature = (conversations, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", num_threads=None, on_error="raise", **template_kwargs))]
+    #[pyo3(signature = (conversations, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", num_threads=None, on_error="raise", **template_kwargs))]
     #[pyo3(
-        text_signature = "($self, conversations, tools=None, *, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', num_threads=None, on_error='raise', **template_kwargs)"
+        text_signature = "($self, conversations, tools=None, *, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', history='rendered', num_threads=None, on_error='raise', **template_kwargs)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn encode_batch(
@@ -172,12 +173,13 @@ impl PyChatTokenizer {
         spans: &str,
         boundary: &str,
         method: &str,
+        history: &str,
         num_threads: Option<usize>,
         on_error: &str,
         template_kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyList>> {
         let skip = skip_errors(on_error)?;
-        let opts = encode_options(supervise, eot, start, spans, boundary, method)?;
+        let opts = encode_options(supervise, eot, start, spans, boundary, method, history)?;
         let ReadBatch {
             batch,
             unread,
@@ -199,7 +201,7 @@ impl PyChatTokenizer {
             let err = match (unread, result) {
                 (Some(err), _) => err,
                 (None, Some(Ok(encoded))) => {
-                    out.append(Py::new(py, PyEncoding::new(py, encoded))?)?;
+                    out.append(Py::new(py, PyEncoding::new(py, encoded)?)?)?;
                     continue;
                 }
                 (None, Some(Err(e))) => to_py_with_context(e, Some(i)),

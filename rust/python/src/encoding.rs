@@ -4,7 +4,8 @@
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::prelude::*;
-use turnpack_core::Encoded;
+use pyo3::types::{PyDict, PyList};
+use turnpack_core::{Encoded, TreeBranch};
 
 #[pyclass(module = "turnpack._core", name = "Encoding", frozen)]
 pub struct PyEncoding {
@@ -28,6 +29,14 @@ pub struct PyEncoding {
     /// How many times the template was rendered to encode this conversation.
     #[pyo3(get)]
     renders: usize,
+    /// Supervised turns the rendering rewrites, as dicts (see `_core.pyi`).
+    #[pyo3(get)]
+    rewrites: Py<PyList>,
+    /// With `history="expand"`: the rewritten turns' branches, as dicts (see `_core.pyi`).
+    #[pyo3(get)]
+    branches: Py<PyList>,
+    /// The branches as the packer takes them.
+    pub(crate) tree: Vec<TreeBranch>,
     len: usize,
 }
 
@@ -40,6 +49,7 @@ pub struct ForPython {
     spans: Vec<(usize, usize)>,
     enc: Encoded,
     num_trained: usize,
+    rewrite_spans: Vec<(usize, usize)>,
 }
 
 impl ForPython {
@@ -64,6 +74,16 @@ impl ForPython {
                 .iter()
                 .map(|s| (chars.char_of(s.start), chars.char_of(s.end)))
                 .collect(),
+            rewrite_spans: enc
+                .rewrites
+                .iter()
+                .map(|r| {
+                    (
+                        chars.char_of(r.rendered.start),
+                        chars.char_of(r.rendered.end),
+                    )
+                })
+                .collect(),
             num_trained,
             enc,
         }
@@ -71,9 +91,38 @@ impl ForPython {
 }
 
 impl PyEncoding {
-    pub fn new(py: Python<'_>, p: ForPython) -> Self {
+    pub fn new(py: Python<'_>, p: ForPython) -> PyResult<Self> {
         let len = p.ids.len();
-        PyEncoding {
+        let rewrites = PyList::empty(py);
+        for (r, span) in p.enc.rewrites.iter().zip(&p.rewrite_spans) {
+            let d = PyDict::new(py);
+            d.set_item("message", r.message)?;
+            d.set_item("rendered", *span)?;
+            d.set_item("context", &r.context)?;
+            d.set_item("target", &r.target)?;
+            d.set_item("training", r.training.name())?;
+            rewrites.append(d)?;
+        }
+        let branches = PyList::empty(py);
+        let mut tree = Vec::with_capacity(p.enc.branches.len());
+        for b in p.enc.branches {
+            let d = PyDict::new(py);
+            d.set_item("message", b.message)?;
+            d.set_item("prefix_len", b.prefix_len)?;
+            let ids: Vec<i32> = b.input_ids.iter().map(|&i| i as i32).collect();
+            d.set_item("input_ids", ids.into_pyarray(py))?;
+            d.set_item("mask", b.mask.clone().into_pyarray(py))?;
+            branches.append(d)?;
+            tree.push(TreeBranch {
+                prefix_len: b.prefix_len,
+                input_ids: b.input_ids,
+                mask: b.mask,
+            });
+        }
+        Ok(PyEncoding {
+            rewrites: rewrites.unbind(),
+            branches: branches.unbind(),
+            tree,
             input_ids: p.ids.into_pyarray(py).unbind(),
             mask: p.mask.into_pyarray(py).unbind(),
             offsets: p.offsets.into_pyarray(py).unbind(),
@@ -84,7 +133,7 @@ impl PyEncoding {
             num_trained: p.num_trained,
             renders: p.enc.renders,
             len,
-        }
+        })
     }
 }
 
@@ -94,13 +143,31 @@ impl PyEncoding {
         self.len
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let mut extra = String::new();
+        let rewrites = self.rewrites.bind(py).len();
+        if rewrites > 0 {
+            extra.push_str(&format!(", rewritten={rewrites}"));
+        }
+        if !self.tree.is_empty() {
+            extra.push_str(&format!(", branches={}", self.tree.len()));
+        }
         format!(
-            "Encoding(tokens={}, trained={}, spans={}, skipped={:?})",
+            "Encoding(tokens={}, trained={}, spans={}, skipped={:?}{extra})",
             self.len,
             self.num_trained,
             self.spans.len(),
             self.skipped
         )
+    }
+
+    /// Message indices of the supervised turns the rendering rewrites.
+    #[getter]
+    fn rewritten(&self, py: Python<'_>) -> PyResult<Vec<usize>> {
+        self.rewrites
+            .bind(py)
+            .iter()
+            .map(|d| d.get_item("message")?.extract())
+            .collect()
     }
 }

@@ -48,6 +48,7 @@ pub fn encode_options(
     spans: &str,
     boundary: &str,
     method: &str,
+    history: &str,
 ) -> PyResult<EncodeOptions> {
     Ok(EncodeOptions {
         supervise: supervise.parse().map_err(to_py)?,
@@ -56,6 +57,7 @@ pub fn encode_options(
         eot: eot.0,
         boundary: boundary.parse().map_err(to_py)?,
         method: method.parse().map_err(to_py)?,
+        history: history.parse().map_err(to_py)?,
     })
 }
 

@@ -21,6 +21,11 @@ pub fn stats_dict<'py>(py: Python<'py>, s: &PackStats) -> PyResult<Bound<'py, Py
     d.set_item("trained_tokens", s.trained_tokens)?;
     d.set_item("padding_tokens", s.padding_tokens)?;
     d.set_item("rows", s.rows)?;
+    d.set_item("branches_in", s.branches_in)?;
+    d.set_item("branches_packed", s.branches_packed)?;
+    d.set_item("branches_truncated", s.branches_truncated)?;
+    d.set_item("branches_dropped", s.branches_dropped)?;
+    d.set_item("tree_splits", s.tree_splits)?;
     d.set_item("efficiency", s.efficiency())?;
     Ok(d)
 }
@@ -49,6 +54,14 @@ pub struct PyPackedBatch {
     doc_lens: Py<PyArray1<u32>>,
     #[pyo3(get)]
     row_doc_offsets: Py<PyArray1<u64>>,
+    /// Prefix-tree rows only (else `None`): `[rows, seq_len]` int32 ranges each token also
+    /// attends to, and each document's role (0 sample, 1 branch, 2 context copy).
+    #[pyo3(get)]
+    prefix_starts: Option<Py<PyArray2<i32>>>,
+    #[pyo3(get)]
+    prefix_ends: Option<Py<PyArray2<i32>>>,
+    #[pyo3(get)]
+    doc_roles: Option<Py<PyArray1<u8>>>,
     /// Totals of the run that produced this batch (for a `Packer`: cumulative at that moment).
     #[pyo3(get)]
     stats: Py<PyDict>,
@@ -76,8 +89,32 @@ impl PyPackedBatch {
         let seq_len = rows.seq_len;
         let (cu, cu_w) = rows.cu_seqlens();
         let (sids, sid_w) = rows.sample_ids_padded();
+        let tree = rows.has_tree();
+        let efficiency = rows.efficiency();
+        let mut rows = rows;
+        let (prefix_starts, prefix_ends, doc_roles) = if tree {
+            (
+                Some(rect(
+                    py,
+                    std::mem::take(&mut rows.prefix_starts),
+                    n,
+                    seq_len,
+                )),
+                Some(rect(py, std::mem::take(&mut rows.prefix_ends), n, seq_len)),
+                Some(
+                    std::mem::take(&mut rows.doc_roles)
+                        .into_pyarray(py)
+                        .unbind(),
+                ),
+            )
+        } else {
+            (None, None, None)
+        };
         Ok(PyPackedBatch {
-            efficiency: rows.efficiency(),
+            prefix_starts,
+            prefix_ends,
+            doc_roles,
+            efficiency,
             seq_len,
             cu_seqlens: rect(py, cu, n, if n == 0 { 1 } else { cu_w }),
             sample_ids: rect(py, sids, n, sid_w),

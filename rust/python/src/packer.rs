@@ -82,9 +82,9 @@ impl PyPacker {
     /// Returns per input `None` when it reached the packer (its stats count what it drops) or the
     /// exception that kept it out, as `encode_batch(on_error="skip")` gives it.
     /// `sample_ids` defaults to consecutive ids continuing the count of samples given so far.
-    #[pyo3(signature = (tokenizer, conversations, tools=None, *, sample_ids=None, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", num_threads=None, **template_kwargs))]
+    #[pyo3(signature = (tokenizer, conversations, tools=None, *, sample_ids=None, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", num_threads=None, **template_kwargs))]
     #[pyo3(
-        text_signature = "($self, tokenizer, conversations, tools=None, *, sample_ids=None, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', num_threads=None, **template_kwargs)"
+        text_signature = "($self, tokenizer, conversations, tools=None, *, sample_ids=None, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', history='rendered', num_threads=None, **template_kwargs)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn encode_extend(
@@ -100,10 +100,11 @@ impl PyPacker {
         spans: &str,
         boundary: &str,
         method: &str,
+        history: &str,
         num_threads: Option<usize>,
         template_kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyList>> {
-        let opts = encode_options(supervise, eot, start, spans, boundary, method)?;
+        let opts = encode_options(supervise, eot, start, spans, boundary, method, history)?;
         let ReadBatch {
             batch,
             unread,

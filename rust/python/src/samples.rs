@@ -6,7 +6,7 @@ use numpy::{PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use turnpack_core::Sample;
+use turnpack_core::{Sample, TreeBranch};
 
 /// Token ids of any integer array-like, checked to be non-negative.
 fn ids_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
@@ -58,14 +58,23 @@ pub fn sample_of(item: &Bound<'_, PyAny>, id: u64, index: usize) -> PyResult<Sam
         let ids = enc.input_ids.bind(py).readonly();
         let ids = ids.as_slice()?.iter().map(|&v| v as u32).collect();
         let mask = enc.mask.bind(py).readonly().as_slice()?.to_vec();
-        return Ok(Sample::new(id, ids, mask));
+        return Ok(Sample::new(id, ids, mask).with_branches(enc.tree.clone()));
     }
     let (ids, mask) = if let Ok(d) = item.cast::<PyDict>() {
         let get = |k: &str| {
             d.get_item(k)?
                 .ok_or_else(|| PyValueError::new_err(format!("{what}: a dict sample needs {k:?}")))
         };
-        (get("input_ids")?, get("mask")?)
+        let branches = match d.get_item("branches")? {
+            Some(b) if !b.is_none() => branches_of(&b, &what)?,
+            _ => Vec::new(),
+        };
+        return Ok(Sample::new(
+            id,
+            ids_of(&get("input_ids")?, &what)?,
+            mask_of(&get("mask")?, &what)?,
+        )
+        .with_branches(branches));
     } else if let Ok(t) = item.cast::<PyTuple>() {
         if t.len() != 2 {
             return Err(PyValueError::new_err(format!(
@@ -84,6 +93,35 @@ pub fn sample_of(item: &Bound<'_, PyAny>, id: u64, index: usize) -> PyResult<Sam
         ids_of(&ids, &what)?,
         mask_of(&mask, &what)?,
     ))
+}
+
+/// A dict sample's `branches`: dicts with `prefix_len`, `input_ids` and `mask` (as an
+/// `Encoding`'s branches are).
+fn branches_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<TreeBranch>> {
+    let list = obj
+        .try_iter()
+        .map_err(|_| PyValueError::new_err(format!("{what}: branches must be a list of dicts")))?;
+    let mut out = Vec::new();
+    for (k, b) in list.enumerate() {
+        let b = b?;
+        let what = format!("{what}: branch {k}");
+        let d = b
+            .cast::<PyDict>()
+            .map_err(|_| PyValueError::new_err(format!("{what}: a branch must be a dict")))?;
+        let get = |key: &str| {
+            d.get_item(key)?
+                .ok_or_else(|| PyValueError::new_err(format!("{what}: a branch needs {key:?}")))
+        };
+        let prefix_len: usize = get("prefix_len")?.extract().map_err(|_| {
+            PyValueError::new_err(format!("{what}: prefix_len must be a non-negative integer"))
+        })?;
+        out.push(TreeBranch {
+            prefix_len,
+            input_ids: ids_of(&get("input_ids")?, &what)?,
+            mask: mask_of(&get("mask")?, &what)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Sample ids: the caller's, or the position in the input.

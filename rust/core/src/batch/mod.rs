@@ -17,7 +17,7 @@ pub use workers::default_threads;
 
 use crate::chat_tokenizer::{ChatTokenizer, Encoded};
 use crate::options::EncodeOptions;
-use crate::pack::{Packer, Sample};
+use crate::pack::Packer;
 use crate::template::{from_json, Conversation, Vars};
 use crate::{error::guarded, Error, Result};
 use minijinja::value::Value;
@@ -200,7 +200,7 @@ impl BatchEncoder<Encoded> {
         for (result, &id) in self.finish().into_iter().zip(sample_ids) {
             errors.push(match result {
                 Some(Ok(enc)) => {
-                    packer.push(Sample::new(id, enc.ids, enc.mask))?;
+                    packer.push(enc.into_sample(id))?;
                     None
                 }
                 Some(Err(e)) => Some(e),

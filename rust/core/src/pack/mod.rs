@@ -54,6 +54,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+mod tree;
+pub use tree::DocRole;
+use tree::{Piece, Pieces};
+
 /// Label value for positions that are not trained (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i32 = -100;
 
@@ -68,7 +72,8 @@ pub const DEFAULT_BUFFER: usize = 1024;
 pub const DEFAULT_MAX_OPEN_ROWS: usize = 16;
 
 /// One supervised sample: its tokens, which of them are trained, and a caller-chosen id that the
-/// packed output reports for every document (see [`PackedRows::sample_ids`]).
+/// packed output reports for every document (see [`PackedRows::sample_ids`]). With branches it is
+/// a prefix tree: `input_ids` is the trunk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sample {
     /// Caller-supplied id, reported back per document.
@@ -76,6 +81,20 @@ pub struct Sample {
     /// Token ids; each must be at most `i32::MAX` (labels are `i32`).
     pub input_ids: Vec<u32>,
     /// `true` for tokens the model must learn to predict; same length as `input_ids`.
+    pub mask: Vec<bool>,
+    /// Branches that attend to the trunk's first tokens (see [`TreeBranch`]).
+    pub branches: Vec<TreeBranch>,
+}
+
+/// A branch of a prefix-tree sample: a document that attends to the trunk's first `prefix_len`
+/// tokens and to itself causally, its positions starting at `prefix_len`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TreeBranch {
+    /// Trunk tokens it sees (0: none, an independent document).
+    pub prefix_len: usize,
+    /// Token ids (at most `i32::MAX`).
+    pub input_ids: Vec<u32>,
+    /// Trained flags, as a sample's.
     pub mask: Vec<bool>,
 }
 
@@ -86,7 +105,14 @@ impl Sample {
             id,
             input_ids,
             mask,
+            branches: Vec::new(),
         }
+    }
+
+    /// This sample with branches: a prefix tree whose trunk is its tokens.
+    pub fn with_branches(mut self, branches: Vec<TreeBranch>) -> Self {
+        self.branches = branches;
+        self
     }
 }
 
@@ -199,6 +225,18 @@ pub struct PackStats {
     pub padding_tokens: u64,
     /// Emitted rows.
     pub rows: u64,
+    /// Branches of prefix-tree samples pushed (their samples count in `samples_in`).
+    pub branches_in: u64,
+    /// Branches of admitted trees (in rows once their tree is emitted).
+    pub branches_packed: u64,
+    /// Branches cut to fit a row with their prefix ([`Overflow::Truncate`]).
+    pub branches_truncated: u64,
+    /// Branches that do not fit in a row with their prefix, dropped; and the branches of dropped
+    /// trees.
+    pub branches_dropped: u64,
+    /// Extra pieces trees were split into to fit rows, each carrying the trunk prefix its
+    /// branches need.
+    pub tree_splits: u64,
 }
 
 impl PackStats {
@@ -239,6 +277,15 @@ pub struct PackedRows {
     /// Row `r`'s documents are `doc_lens[row_doc_offsets[r]..row_doc_offsets[r + 1]]`;
     /// `rows() + 1` entries starting with 0.
     pub row_doc_offsets: Vec<usize>,
+    /// Prefix-tree arrays, present when the rows hold a tree (else empty): per token the row
+    /// positions `prefix_starts[t]..prefix_ends[t]` it also attends to, beyond its own document
+    /// (empty, `0..0`, for every token but a branch's).
+    pub prefix_starts: Vec<i32>,
+    /// See [`Self::prefix_starts`].
+    pub prefix_ends: Vec<i32>,
+    /// Per document, with the tree arrays: its [`DocRole`] as `u8` (a sample is in these rows
+    /// once per document of role 0).
+    pub doc_roles: Vec<u8>,
 }
 
 impl PackedRows {
@@ -269,6 +316,20 @@ impl PackedRows {
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.rows() == 0
+    }
+
+    /// Whether the rows carry the prefix-tree arrays.
+    pub fn has_tree(&self) -> bool {
+        !self.doc_roles.is_empty() || !self.prefix_starts.is_empty()
+    }
+
+    /// Starts the prefix-tree arrays, empty ranges and sample roles for what is written so far.
+    fn ensure_tree(&mut self) {
+        if !self.has_tree() {
+            self.prefix_starts = vec![0; self.input_ids.len()];
+            self.prefix_ends = vec![0; self.input_ids.len()];
+            self.doc_roles = vec![DocRole::Sample as u8; self.doc_lens.len()];
+        }
     }
 
     /// Documents in row `r` (padding not counted).
@@ -344,6 +405,16 @@ impl PackedRows {
             *self = other;
             return;
         }
+        if other.has_tree() {
+            self.ensure_tree();
+        }
+        if self.has_tree() {
+            let mut other = other.clone();
+            other.ensure_tree();
+            self.prefix_starts.extend_from_slice(&other.prefix_starts);
+            self.prefix_ends.extend_from_slice(&other.prefix_ends);
+            self.doc_roles.extend_from_slice(&other.doc_roles);
+        }
         let base = self.doc_lens.len();
         self.input_ids.extend_from_slice(&other.input_ids);
         self.labels.extend_from_slice(&other.labels);
@@ -366,8 +437,58 @@ impl PackedRows {
 
     /// Writes one document at the end of the current row.
     fn write_doc(&mut self, stats: &mut PackStats, doc: i32, id: u64, ids: &[u32], mask: &[bool]) {
+        self.write_segment(doc, id, ids, mask, 0);
+        if self.has_tree() {
+            self.prefix_starts.resize(self.input_ids.len(), 0);
+            self.prefix_ends.resize(self.input_ids.len(), 0);
+            self.doc_roles.push(DocRole::Sample as u8);
+        }
+        stats.trained_tokens += mask[1..].iter().filter(|&&m| m).count() as u64;
+        stats.tokens += ids.len() as u64;
+        stats.packed += 1;
+        stats.pending -= 1;
+    }
+
+    /// Writes a tree's piece at the end of the current row; returns the next document id.
+    fn write_piece(&mut self, stats: &mut PackStats, mut doc: i32, id: u64, piece: &Piece) -> i32 {
+        self.ensure_tree();
+        let base = self.input_ids.len() - self.rows() * self.seq_len;
+        for seg in &piece.segments {
+            let range = seg.start..seg.start + seg.len;
+            self.write_segment(
+                doc,
+                id,
+                &piece.ids[range.clone()],
+                &piece.mask[range],
+                seg.position,
+            );
+            let (a, b) = seg.prefix;
+            let (a, b) = if a < b {
+                ((base + a) as i32, (base + b) as i32)
+            } else {
+                (0, 0)
+            };
+            self.prefix_starts.resize(self.input_ids.len(), a);
+            self.prefix_ends.resize(self.input_ids.len(), b);
+            self.doc_roles.push(seg.role as u8);
+            stats.trained_tokens += piece.mask[seg.start + 1..seg.start + seg.len]
+                .iter()
+                .filter(|&&m| m)
+                .count() as u64;
+            doc += 1;
+        }
+        stats.tokens += piece.ids.len() as u64;
+        if piece.first {
+            stats.packed += 1;
+            stats.pending -= 1;
+        }
+        doc
+    }
+
+    /// Writes the tokens, labels, positions (from `position`) and document id of one document.
+    fn write_segment(&mut self, doc: i32, id: u64, ids: &[u32], mask: &[bool], position: usize) {
         let n = ids.len();
-        debug_assert!(n >= MIN_DOC_LEN && n == mask.len());
+        debug_assert!(n >= 1 && n == mask.len());
         self.input_ids.extend_from_slice(ids);
         self.labels
             .extend(
@@ -377,14 +498,11 @@ impl PackedRows {
                     .map(|(&t, &m)| if m { t as i32 } else { IGNORE_INDEX }),
             );
         self.labels.push(IGNORE_INDEX);
-        self.position_ids.extend(0..n as i32);
+        self.position_ids
+            .extend(position as i32..(position + n) as i32);
         self.document_ids.resize(self.document_ids.len() + n, doc);
         self.doc_lens.push(n as u32);
         self.sample_ids.push(id);
-        stats.trained_tokens += mask[1..].iter().filter(|&&m| m).count() as u64;
-        stats.tokens += n as u64;
-        stats.packed += 1;
-        stats.pending -= 1;
     }
 
     /// Pads the current row to `seq_len` and closes it.
@@ -398,6 +516,10 @@ impl PackedRows {
         self.labels.resize(end, IGNORE_INDEX);
         self.position_ids.extend(0..pad as i32);
         self.document_ids.resize(end, docs);
+        if self.has_tree() {
+            self.prefix_starts.resize(end, 0);
+            self.prefix_ends.resize(end, 0);
+        }
         self.row_doc_offsets.push(self.doc_lens.len());
         stats.padding_tokens += pad as u64;
         stats.rows += 1;
@@ -484,6 +606,58 @@ fn admit(
 enum Verdict {
     Keep { len: usize, truncated: bool },
     Drop(DropReason),
+}
+
+/// A prefix-tree sample's admission: the plain verdict on its trunk, and its pieces when kept.
+fn admit_tree(s: &Sample, seq_len: usize, overflow: Overflow) -> Result<(Verdict, Pieces)> {
+    let verdict = admit(s.id, &s.input_ids, &s.mask, seq_len, overflow)?;
+    tree::validate(s.id, s.input_ids.len(), &s.branches)?;
+    let len = match verdict {
+        Verdict::Keep { len, .. } => len,
+        // a trunk with nothing to train may still carry trained branches
+        Verdict::Drop(DropReason::NothingToTrain) => s.input_ids.len().min(seq_len),
+        Verdict::Drop(_) => return Ok((verdict, Pieces::default())),
+    };
+    let truncated = len < s.input_ids.len();
+    let pieces = tree::lay_out(
+        &s.input_ids[..len],
+        &s.mask[..len],
+        &s.branches,
+        seq_len,
+        overflow,
+    );
+    let trains = pieces.pieces.iter().any(|p| {
+        p.segments
+            .iter()
+            .any(|g| p.mask[g.start + 1..g.start + g.len].iter().any(|&m| m))
+    });
+    let verdict = if trains {
+        Verdict::Keep { len, truncated }
+    } else {
+        Verdict::Drop(DropReason::NothingToTrain)
+    };
+    Ok((verdict, pieces))
+}
+
+/// Counts a tree's branches: all dropped with their tree, else as laid out.
+fn count_tree(stats: &mut PackStats, s: &Sample, verdict: &Verdict, pieces: &Pieces) {
+    stats.branches_in += s.branches.len() as u64;
+    match verdict {
+        Verdict::Keep { .. } => {
+            stats.branches_packed += pieces.branches_packed;
+            stats.branches_truncated += pieces.branches_truncated;
+            stats.branches_dropped += pieces.branches_dropped_too_long;
+            stats.tree_splits += pieces.pieces.len().saturating_sub(1) as u64;
+        }
+        Verdict::Drop(_) => stats.branches_dropped += s.branches.len() as u64,
+    }
+}
+
+/// An admitted sample waiting in a packer: an ordinary one, or one piece of a tree.
+#[derive(Debug)]
+enum Stored {
+    Plain(Sample),
+    Piece(u64, Piece),
 }
 
 fn count_verdict(stats: &mut PackStats, verdict: &Verdict) -> Admission {
@@ -603,8 +777,9 @@ pub struct Packer {
     seq_len: usize,
     options: PackOptions,
     planner: Planner,
-    /// Admitted samples (already cut to their kept length), indexed by `Item::key`.
-    slab: Vec<Option<Sample>>,
+    /// Admitted samples (already cut to their kept length) and tree pieces, indexed by
+    /// `Item::key`.
+    slab: Vec<Option<Stored>>,
     free: Vec<usize>,
     stats: PackStats,
 }
@@ -641,6 +816,17 @@ impl Packer {
     /// Adds a sample. Errors (length mismatch, token id above `i32::MAX`) leave the packer
     /// unchanged; drops are counted and reported.
     pub fn push(&mut self, mut sample: Sample) -> Result<Admission> {
+        if !sample.branches.is_empty() {
+            let (verdict, pieces) = admit_tree(&sample, self.seq_len, self.options.overflow)?;
+            count_tree(&mut self.stats, &sample, &verdict, &pieces);
+            if let Verdict::Keep { .. } = verdict {
+                for piece in pieces.pieces {
+                    let len = piece.ids.len() as u32;
+                    self.insert(Stored::Piece(sample.id, piece), len);
+                }
+            }
+            return Ok(count_verdict(&mut self.stats, &verdict));
+        }
         let verdict = admit(
             sample.id,
             &sample.input_ids,
@@ -651,7 +837,7 @@ impl Packer {
         if let Verdict::Keep { len, .. } = verdict {
             sample.input_ids.truncate(len);
             sample.mask.truncate(len);
-            self.insert(sample);
+            self.insert(Stored::Plain(sample), len as u32);
         }
         Ok(count_verdict(&mut self.stats, &verdict))
     }
@@ -660,18 +846,15 @@ impl Packer {
     pub fn push_slices(&mut self, id: u64, input_ids: &[u32], mask: &[bool]) -> Result<Admission> {
         let verdict = admit(id, input_ids, mask, self.seq_len, self.options.overflow)?;
         if let Verdict::Keep { len, .. } = verdict {
-            self.insert(Sample::new(
-                id,
-                input_ids[..len].to_vec(),
-                mask[..len].to_vec(),
-            ));
+            let sample = Sample::new(id, input_ids[..len].to_vec(), mask[..len].to_vec());
+            self.insert(Stored::Plain(sample), len as u32);
         }
         Ok(count_verdict(&mut self.stats, &verdict))
     }
 
-    /// Stores an admitted sample (already cut to its kept length) and hands it to the planner.
-    fn insert(&mut self, sample: Sample) {
-        let len = sample.input_ids.len() as u32;
+    /// Stores an admitted sample (already cut to its kept length) or piece and hands it to the
+    /// planner.
+    fn insert(&mut self, sample: Stored, len: u32) {
         let key = match self.free.pop() {
             Some(k) => {
                 self.slab[k] = Some(sample);
@@ -698,9 +881,17 @@ impl Packer {
         let mut out = PackedRows::new(self.seq_len);
         out.reserve_rows(self.planner.closed.len());
         while let Some(row) = self.planner.closed.pop_front() {
-            for (doc, item) in row.into_iter().enumerate() {
-                if let Some(s) = self.slab[item.key].take() {
-                    out.write_doc(&mut self.stats, doc as i32, s.id, &s.input_ids, &s.mask);
+            let mut doc = 0;
+            for item in row {
+                match self.slab[item.key].take() {
+                    Some(Stored::Plain(s)) => {
+                        out.write_doc(&mut self.stats, doc, s.id, &s.input_ids, &s.mask);
+                        doc += 1;
+                    }
+                    Some(Stored::Piece(id, piece)) => {
+                        doc = out.write_piece(&mut self.stats, doc, id, &piece);
+                    }
+                    None => {}
                 }
                 self.free.push(item.key);
             }
@@ -729,7 +920,25 @@ pub fn pack(samples: &[Sample], seq_len: usize, options: &PackOptions) -> Result
     let mut stats = PackStats::default();
     let mut planner = Planner::new(seq_len, options);
     let mut lens = Vec::with_capacity(samples.len());
+    // tree pieces, keyed after the samples
+    let mut pieces: Vec<(u64, Piece)> = Vec::new();
     for (key, s) in samples.iter().enumerate() {
+        if !s.branches.is_empty() {
+            let (verdict, tree) = admit_tree(s, seq_len, options.overflow)?;
+            count_tree(&mut stats, s, &verdict, &tree);
+            count_verdict(&mut stats, &verdict);
+            lens.push(0);
+            if let Verdict::Keep { .. } = verdict {
+                for piece in tree.pieces {
+                    planner.push(Item {
+                        len: piece.ids.len() as u32,
+                        key: samples.len() + pieces.len(),
+                    });
+                    pieces.push((s.id, piece));
+                }
+            }
+            continue;
+        }
         let verdict = admit(s.id, &s.input_ids, &s.mask, seq_len, options.overflow)?;
         count_verdict(&mut stats, &verdict);
         let len = match verdict {
@@ -748,16 +957,16 @@ pub fn pack(samples: &[Sample], seq_len: usize, options: &PackOptions) -> Result
     let mut rows = PackedRows::new(seq_len);
     rows.reserve_rows(planner.closed.len());
     for row in planner.closed.drain(..) {
-        for (doc, item) in row.into_iter().enumerate() {
+        let mut doc = 0;
+        for item in row {
+            if let Some((id, piece)) = item.key.checked_sub(samples.len()).map(|k| &pieces[k]) {
+                doc = rows.write_piece(&mut stats, doc, *id, piece);
+                continue;
+            }
             let s = &samples[item.key];
             let len = lens[item.key];
-            rows.write_doc(
-                &mut stats,
-                doc as i32,
-                s.id,
-                &s.input_ids[..len],
-                &s.mask[..len],
-            );
+            rows.write_doc(&mut stats, doc, s.id, &s.input_ids[..len], &s.mask[..len]);
+            doc += 1;
         }
         rows.finish_row(&mut stats, options.pad_id);
     }
