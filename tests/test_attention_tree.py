@@ -255,6 +255,29 @@ def test_flex_tree_block_mask_equals_sdpa_dense_tree_mask():
     assert (flex - plain_out).abs().max() > 1e-3
 
 
+@needs_flex
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_flex_tree_forward_backward_matches_sdpa():
+    """Compiled (fused, block-sparse) FlexAttention with the tree BlockMask, forward and backward."""
+    device = torch.device("cuda")
+    batch, _ = tree_batch()
+    doc, starts, ends = (batch[k].to(device) for k in ("document_ids", *TREE_KEYS))
+    block_mask = document_block_mask(doc, prefix_starts=starts, prefix_ends=ends, block_size=16)
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, SEQ_LEN, 16, device=device, requires_grad=True)
+    k = torch.randn(2, 2, SEQ_LEN, 16, device=device, requires_grad=True)
+    v = torch.randn(2, 2, SEQ_LEN, 16, device=device, requires_grad=True)
+    grad_out = torch.randn_like(q)
+    out_flex = flex_attention_forward(q, k, v, block_mask, enable_gqa=True)
+    grads_flex = torch.autograd.grad(out_flex, (q, k, v), grad_out)
+    dense = dense_document_mask(doc, prefix_starts=starts, prefix_ends=ends)
+    out_sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=True)
+    grads_sdpa = torch.autograd.grad(out_sdpa, (q, k, v), grad_out)
+    torch.testing.assert_close(out_flex, out_sdpa, atol=2e-4, rtol=2e-4)
+    for g_flex, g_sdpa in zip(grads_flex, grads_sdpa):
+        torch.testing.assert_close(g_flex, g_sdpa, atol=2e-3, rtol=2e-3)
+
+
 # ------------------------------------------------------------------ models
 
 
