@@ -25,7 +25,9 @@ has no backward pass on CPU; FSDP2's CPU offload pins host memory), and exits
 non-zero on a failure:
 
 * FlexAttention with the document BlockMask matches SDPA with the dense mask,
-  forward and backward: attention alone, the reference model, and a Hugging
+  forward and backward: attention alone (also on prefix-tree rows, whose
+  branches see their trunk: the tree BlockMask vs the dense tree mask), the
+  reference model, and a Hugging
   Face Qwen3 model (``attn_implementation="flex_attention"``, the BlockMask
   passed as ``attention_mask``) against the same checkpoint with SDPA;
 * a short ``turnpack.train`` loop of the reference model (flex + bf16
@@ -251,6 +253,56 @@ def _doc_ids(lengths_per_row: list[list[int]], seq_len: int, device: torch.devic
     return torch.stack(rows).to(device)
 
 
+def _tree_rows(
+    seq_len: int, device: torch.device, gen: np.random.Generator, rows: int = 2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prefix-tree rows ``(document_ids, prefix_starts, prefix_ends)``: per row an ordinary document,
+    a trunk, three branches of it (each its own document after the trunk, seeing the trunk's first
+    ``visible`` tokens), then padding; lengths cross 128-token blocks so many tiles are partial."""
+    out: list[list[np.ndarray]] = [[], [], []]
+    for _ in range(rows):
+        doc = np.zeros(seq_len, np.int64)
+        starts = np.zeros(seq_len, np.int64)
+        ends = np.zeros(seq_len, np.int64)
+        plain, trunk = int(gen.integers(50, 300)), int(gen.integers(300, 700))
+        doc[plain : plain + trunk] = 1
+        at, d = plain + trunk, 2
+        for _ in range(3):
+            length = int(gen.integers(50, 300))
+            if at + length > seq_len - 5:
+                break
+            visible = int(gen.integers(1, trunk + 1))
+            doc[at : at + length] = d
+            starts[at : at + length], ends[at : at + length] = plain, plain + visible
+            at, d = at + length, d + 1
+        doc[at:] = d  # padding: a document of its own
+        for i, a in enumerate((doc, starts, ends)):
+            out[i].append(a)
+    doc_t, starts_t, ends_t = (torch.from_numpy(np.stack(a)).to(device) for a in out)
+    return doc_t, starts_t, ends_t
+
+
+def _check_flex_vs_sdpa(
+    name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, doc: torch.Tensor, **tree: torch.Tensor
+) -> bool:
+    """Compiled FlexAttention with the BlockMask == SDPA with the dense mask: output and q/k/v grads."""
+    grad_out = torch.randn_like(q)
+    flex = flex_attention_forward(q, k, v, document_block_mask(doc, **tree), enable_gqa=True)
+    flex_grads = torch.autograd.grad(flex, (q, k, v), grad_out)
+    dense = dense_document_mask(doc, **tree)
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, enable_gqa=True)
+    sdpa_grads = torch.autograd.grad(sdpa, (q, k, v), grad_out)
+    ok = True
+    for what, a, b in [("out", flex, sdpa), *zip(("dq", "dk", "dv"), flex_grads, sdpa_grads)]:
+        err = ((a - b).abs().max() / b.abs().max()).item()  # relative to the largest entry
+        good = err < 1e-3
+        ok &= good
+        print(
+            f"  attention {name}{what:<4} max |flex - sdpa| / max |sdpa| = {err:.2e}  {'ok' if good else 'MISMATCH'}"
+        )
+    return ok
+
+
 def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
     """FlexAttention (compiled, block-sparse) == SDPA with the dense mask on the GPU, fwd + bwd."""
     device = torch.device(device)
@@ -274,18 +326,15 @@ def check(seq_len: int = 2048, device: torch.device | str = "cuda") -> bool:
     q = torch.randn(2, 8, seq_len, 64, device=device, requires_grad=True)
     k = torch.randn(2, 2, seq_len, 64, device=device, requires_grad=True)
     v = torch.randn(2, 2, seq_len, 64, device=device, requires_grad=True)
-    grad_out = torch.randn(2, 8, seq_len, 64, device=device)
-    flex = flex_attention_forward(q, k, v, document_block_mask(doc), enable_gqa=True)
-    flex_grads = torch.autograd.grad(flex, (q, k, v), grad_out)
-    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_document_mask(doc), enable_gqa=True)
-    sdpa_grads = torch.autograd.grad(sdpa, (q, k, v), grad_out)
-    for name, a, b in [("out", flex, sdpa), *zip(("dq", "dk", "dv"), flex_grads, sdpa_grads)]:
-        err = ((a - b).abs().max() / b.abs().max()).item()  # relative to the largest entry
-        good = err < 1e-3
-        ok &= good
-        print(
-            f"  attention {name:<4} max |flex - sdpa| / max |sdpa| = {err:.2e}  {'ok' if good else 'MISMATCH'}"
-        )
+    ok &= _check_flex_vs_sdpa("", q, k, v, doc)
+
+    # 1b. Prefix-tree rows: branches that also see their trunk's first tokens (prefix ranges).
+    tree_doc, starts, ends = _tree_rows(seq_len, device, gen)
+    tree = {"prefix_starts": starts, "prefix_ends": ends}
+    grown = int(dense_document_mask(tree_doc, **tree).sum() - dense_document_mask(tree_doc).sum())
+    print(f"  attention tree: {grown:,} (query, key) pairs granted by the prefix ranges")
+    ok &= grown > 0
+    ok &= _check_flex_vs_sdpa("tree ", q, k, v, tree_doc, **tree)
 
     # 2. The whole model: loss and every gradient, flex vs sdpa backends on a packed batch.
     ids = torch.randint(1, 1000, (2, seq_len), device=device)
@@ -535,6 +584,7 @@ def check_torchtitan(steps: int = 200) -> bool:
 #: Test files with tests that skip without CUDA (their names contain "cuda").
 CUDA_TEST_FILES = (
     "tests/test_attention.py",
+    "tests/test_attention_tree.py",
     "tests/test_packed_equivalence.py",
     "tests/test_train.py",
     "tests/test_integrations_hf.py",

@@ -20,6 +20,26 @@ Two equivalent mask flavours are provided:
   backward pass on CPU, where FlexAttention has no implementation.
 
 Both are built once per batch and shared by all layers and all heads.
+
+Prefix-tree rows
+----------------
+A row may also hold *branches*: a rewritten assistant turn trained in its true
+inference context, the trunk conversation up to the branch point, without
+repeating that trunk.  The branch is a document of its own (its own id, placed
+after the trunk in the same row), its positions continue from the branch point,
+and two more int arrays of the row's shape, ``prefix_starts`` and
+``prefix_ends`` (row-absolute token indices), give each token a range of keys it
+may see besides its own document.  Token ``q`` attends to key ``k`` iff::
+
+    (document_ids[q] == document_ids[k] and k <= q)  or  (prefix_starts[q] <= k < prefix_ends[q])
+
+A branch's tokens carry ``prefix_starts = trunk start`` and ``prefix_ends =
+trunk start + visible trunk tokens``; every other token carries an empty range
+(``start == end``, e.g. ``0, 0``), which grants nothing, so rows without
+branches behave exactly as plain document rows.  The range is not checked to lie
+before ``q``: the packer places it there, and a range reaching past ``q`` would
+let the branch see the future.  Without the two arrays (``None``) every function
+here is the plain document mask.
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ __all__ = [
     "document_ids_from_positions",
     "flex_attention_available",
     "flex_attention_forward",
+    "tree_causal_mask_mod",
 ]
 
 #: FlexAttention's default sparse block size (tokens per query/key block).
@@ -106,6 +127,53 @@ def document_causal_mask_mod(document_ids: Tensor) -> MaskMod:
     return mask_mod
 
 
+def _check_tree(
+    document_ids: Tensor, prefix_starts: Tensor | None, prefix_ends: Tensor | None
+) -> tuple[Tensor, Tensor] | None:
+    """Validate the optional prefix arrays; None when neither is given (plain document rows)."""
+    if prefix_starts is None and prefix_ends is None:
+        return None
+    if prefix_starts is None or prefix_ends is None:
+        given, missing = (
+            ("prefix_ends", "prefix_starts") if prefix_starts is None else ("prefix_starts", "prefix_ends")
+        )
+        raise ValueError(f"{given} was given without {missing}: tree rows need both (or neither)")
+    for name, t in (("prefix_starts", prefix_starts), ("prefix_ends", prefix_ends)):
+        if t.shape != document_ids.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)} but document_ids has shape {tuple(document_ids.shape)}"
+            )
+        if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+            raise ValueError(f"{name} must hold integer token indices, got {t.dtype}")
+        if t.device != document_ids.device:
+            raise ValueError(f"{name} is on {t.device} but document_ids is on {document_ids.device}")
+    return prefix_starts, prefix_ends
+
+
+def tree_causal_mask_mod(document_ids: Tensor, prefix_starts: Tensor, prefix_ends: Tensor) -> MaskMod:
+    """Return a FlexAttention ``mask_mod`` for prefix-tree rows (see the module docstring).
+
+    ``mask_mod(b, h, q_idx, kv_idx)`` is True when ``kv_idx <= q_idx`` within the
+    same document of row ``b``, or when ``prefix_starts[b, q_idx] <= kv_idx <
+    prefix_ends[b, q_idx]``.  All three tensors are ``[batch, seq_len]`` and are
+    captured by the closure; tokens with an empty range (``start == end``) get
+    exactly :func:`document_causal_mask_mod`.
+
+    Raises:
+        ValueError: a tensor is not ``[batch, seq_len]``, the prefix arrays' shape
+            or device differs from ``document_ids``', or they are not integers.
+    """
+    _check_2d("document_ids", document_ids)
+    _check_tree(document_ids, prefix_starts, prefix_ends)
+
+    def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        same_doc = (document_ids[b, q_idx] == document_ids[b, kv_idx]) & (kv_idx <= q_idx)
+        in_prefix = (prefix_starts[b, q_idx] <= kv_idx) & (kv_idx < prefix_ends[b, q_idx])
+        return same_doc | in_prefix
+
+    return mask_mod
+
+
 @functools.cache
 def _compiled_create_block_mask() -> Callable[..., BlockMask]:
     from torch.nn.attention.flex_attention import create_block_mask
@@ -123,6 +191,8 @@ def _compiled_flex_attention() -> Callable[..., Tensor]:
 def document_block_mask(
     document_ids: Tensor,
     *,
+    prefix_starts: Tensor | None = None,
+    prefix_ends: Tensor | None = None,
     compile: bool | None = None,
     block_size: int | tuple[int, int] = DEFAULT_BLOCK_SIZE,
 ) -> BlockMask:
@@ -135,6 +205,10 @@ def document_block_mask(
         document_ids: integer tensor ``[batch, seq_len]`` (the packer's
             ``document_ids`` or :func:`document_ids_from_positions`).  Padding
             must carry its own id so that it only attends to itself.
+        prefix_starts, prefix_ends: optional ``[batch, seq_len]`` integer
+            arrays of a prefix-tree row (see the module docstring): token ``q``
+            also sees keys ``prefix_starts[q] <= k < prefix_ends[q]``.  Give
+            both or neither; ``None`` is the plain document mask.
         compile: use ``torch.compile(create_block_mask)``.  ``None`` (default)
             compiles on CUDA and stays eager elsewhere.  The eager path
             materialises a dense ``[batch, 1, seq, seq]`` mask, which is fine
@@ -146,15 +220,22 @@ def document_block_mask(
 
     Returns:
         A ``BlockMask`` on ``document_ids.device``.
+
+    Raises:
+        ValueError: one prefix array without the other, or shapes that differ
+            from ``document_ids``'.
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
     _check_2d("document_ids", document_ids)
+    tree = _check_tree(document_ids, prefix_starts, prefix_ends)
     device = document_ids.device
     if compile is None:
         compile = device.type == "cuda"
     batch, seq_len = document_ids.shape
-    mask_mod = document_causal_mask_mod(document_ids)
+    mask_mod = (
+        document_causal_mask_mod(document_ids) if tree is None else tree_causal_mask_mod(document_ids, *tree)
+    )
     builder = _compiled_create_block_mask() if compile else create_block_mask
     return builder(
         mask_mod,
@@ -167,7 +248,9 @@ def document_block_mask(
     )
 
 
-def dense_document_mask(document_ids: Tensor) -> Tensor:
+def dense_document_mask(
+    document_ids: Tensor, *, prefix_starts: Tensor | None = None, prefix_ends: Tensor | None = None
+) -> Tensor:
     """Build a boolean SDPA mask for causal attention within each document.
 
     Same semantics as :func:`document_block_mask`: ``mask[b, 0, q, k]`` is True
@@ -175,19 +258,35 @@ def dense_document_mask(document_ids: Tensor) -> Tensor:
     document id.  Every token may attend to itself, so no row of the attention
     matrix is fully masked (no NaNs, also on padding).
 
+    With ``prefix_starts`` / ``prefix_ends`` (a prefix-tree row, see the module
+    docstring) ``mask[b, 0, q, k]`` is also True where ``prefix_starts[b, q] <= k
+    < prefix_ends[b, q]``.
+
     Args:
         document_ids: integer tensor ``[batch, seq_len]``.
+        prefix_starts, prefix_ends: optional integer tensors of the same shape;
+            both or neither (``None``: the plain document mask).
 
     Returns:
         bool tensor ``[batch, 1, seq_len, seq_len]`` on the same device, ready to
         be passed as ``attn_mask`` to ``scaled_dot_product_attention`` (it
         broadcasts over heads).
+
+    Raises:
+        ValueError: one prefix array without the other, or shapes that differ
+            from ``document_ids``'.
     """
     _check_2d("document_ids", document_ids)
+    tree = _check_tree(document_ids, prefix_starts, prefix_ends)
     seq_len = document_ids.shape[1]
     same_doc = document_ids[:, :, None] == document_ids[:, None, :]
     causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=document_ids.device).tril_()
-    return (same_doc & causal).unsqueeze(1)
+    allowed = same_doc & causal
+    if tree is not None:
+        starts, ends = tree
+        keys = torch.arange(seq_len, device=document_ids.device)
+        allowed |= (starts[:, :, None] <= keys) & (keys < ends[:, :, None])
+    return allowed.unsqueeze(1)
 
 
 def flex_attention_forward(

@@ -34,6 +34,15 @@ when the model gets:
   `cu_seq_lens_q/k`, `max_length_q/k` (what `DataCollatorWithFlattening(return_flash_attn_kwargs=True)`
   gives); no mask.
 
+Prefix-tree rows carry two more columns, `prefix_starts` and `prefix_ends` (`TREE_KEYS`; see
+`turnpack.attention`): a branch document (a rewritten assistant turn) placed after its trunk sees the
+trunk's first tokens, and its positions continue from the branch point. Every piece here carries the
+two columns when its source has them (both or neither), and a batch whose ranges are not all empty
+gets the explicit tree mask (`sdpa`, `eager`, `flex_attention`). Neither transformers' detection of
+documents from `position_ids` nor FlashAttention's varlen rows can express a branch's view of its
+trunk, so those paths (`return_attention_mask=False`, FlashAttention) raise `ValueError` on such a
+batch. Batches whose ranges are all empty are plain packed rows and go every way as before.
+
 Models whose attention is not plain causal everywhere (sliding-window layers, chunked or linear
 attention) need the model's own mask construction: an explicit mask would replace theirs in every
 layer, so it is refused for them (`ValueError`); use `return_attention_mask=False`.
@@ -83,6 +92,7 @@ __all__ = [
     "DENSE_MASK_IMPLEMENTATIONS",
     "FLASH_IMPLEMENTATIONS",
     "ROW_KEYS",
+    "TREE_KEYS",
     "DataCollatorForPackedRows",
     "PackedRowsDataset",
     "PackedRowsIterableDataset",
@@ -95,6 +105,8 @@ __all__ = [
 
 #: The per-token arrays of a packed row (`turnpack.train.data.BATCH_KEYS`).
 ROW_KEYS = ("input_ids", "labels", "position_ids", "document_ids")
+#: The optional arrays of prefix-tree rows (`turnpack.train.data.TREE_KEYS`), carried when present.
+TREE_KEYS = ("prefix_starts", "prefix_ends")
 #: Backends that take an explicit mask as `attention_mask` (`BlockMask` for flex, 4D tensors else).
 DENSE_MASK_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention")
 #: Backends that take packed documents as one flattened row plus varlen kwargs.
@@ -121,6 +133,21 @@ def _column(source: Any, key: str) -> Any:
 
 def _has_column(source: Any, key: str) -> bool:
     return key in source if isinstance(source, Mapping) else hasattr(source, key)
+
+
+def _tree_keys(source: Any, where: str = "packed rows") -> tuple[str, ...]:
+    """`TREE_KEYS` when `source` has both (not None), `()` when neither; ValueError for one alone."""
+
+    def present(key: str) -> bool:
+        if isinstance(source, Mapping):
+            return source.get(key) is not None
+        return getattr(source, key, None) is not None
+
+    found = tuple(key for key in TREE_KEYS if present(key))
+    if len(found) == 1:
+        missing = next(key for key in TREE_KEYS if key not in found)
+        raise ValueError(f"{where} have {found[0]} but no {missing}: prefix-tree rows need both (or neither)")
+    return found
 
 
 def _as_long(name: str, value: Any, dims: int) -> torch.Tensor:
@@ -178,11 +205,14 @@ def _validate(
     labels: torch.Tensor,
     position_ids: torch.Tensor,
     document_ids: torch.Tensor | None,
+    visible: torch.Tensor | None = None,
 ) -> None:
     """Checks that the arrays are packed rows with turnpack's shifted labels.
 
     Catches labels already converted to Hugging Face's convention (or otherwise not the next token),
-    labels that cross a document boundary, and positions that do not restart per document.
+    labels that cross a document boundary, and positions that do not restart per document. `visible`
+    (prefix-tree rows: `prefix_ends - prefix_starts` per token) is where each document's positions
+    start instead of 0: a branch's continue from its branch point.
     """
     target = labels[:, :-1]
     trained = target != IGNORE_INDEX
@@ -208,6 +238,8 @@ def _validate(
         starts = torch.ones_like(document_ids, dtype=torch.bool)
         starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
         expected = index - torch.where(starts, index, 0).cummax(dim=1).values
+        if visible is not None:
+            expected = expected + visible
         off = position_ids != expected
         crossing = trained & starts[:, 1:]
     if bool(crossing.any()):
@@ -218,7 +250,8 @@ def _validate(
         want = f", expected {int(expected[row, t])}" if expected is not None else ""
         raise ValueError(
             f"position_ids[{row}, {t}] is {int(position_ids[row, t])}{want}: positions must count 0, 1, 2, ... "
-            "within each document and restart at 0 at the next one"
+            "within each document and restart at 0 at the next one (a prefix-tree branch's continue from "
+            "its visible prefix, prefix_ends - prefix_starts)"
         )
 
 
@@ -280,8 +313,13 @@ def packed_attention_mask(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    prefix_starts: torch.Tensor | None = None,
+    prefix_ends: torch.Tensor | None = None,
 ) -> Any:
     """The `attention_mask` transformers 5.x uses as it is, for causal attention within each document.
+
+    With `prefix_starts` and `prefix_ends` (prefix-tree rows, see `turnpack.attention`) each token also
+    sees the keys `prefix_starts[q] <= k < prefix_ends[q]`.
 
     Args:
         document_ids: integer tensor `[rows, seq_len]`; padding must carry its own id (the packer's do).
@@ -291,16 +329,26 @@ def packed_attention_mask(
             elsewhere).
         dtype: float dtype of the eager mask; use the model's.
         device: where to build it (default: `document_ids.device`).
+        prefix_starts, prefix_ends: integer tensors `[rows, seq_len]` of prefix-tree rows, both or
+            neither (default: plain document rows).
 
     Returns:
         A tensor or a `BlockMask`.
+
+    Raises:
+        ValueError: an unknown backend, one prefix array without the other, or shapes that differ.
     """
     document_ids = _as_long("document_ids", document_ids, 2)
+    tree: dict[str, torch.Tensor | None] = {"prefix_starts": prefix_starts, "prefix_ends": prefix_ends}
+    for key, value in tree.items():
+        if value is not None:
+            tree[key] = _as_long(key, value, 2).to(document_ids.device)
     if device is not None:
         document_ids = document_ids.to(device)
+        tree = {key: None if value is None else value.to(device) for key, value in tree.items()}
     if attn_implementation == "flex_attention":
-        return document_block_mask(document_ids)
-    allowed = dense_document_mask(document_ids)
+        return document_block_mask(document_ids, **tree)
+    allowed = dense_document_mask(document_ids, **tree)
     if attn_implementation == "sdpa":
         return allowed
     if attn_implementation == "eager":
@@ -334,7 +382,9 @@ def packed_model_inputs(
     Args:
         batch: `input_ids`, `labels` (turnpack's shifted labels), `position_ids` and, for an explicit
             mask, `document_ids`, each `[rows, seq_len]`: a `ChatDataset` batch, a `turnpack.PackedBatch`
-            or any mapping of arrays or tensors (any integer dtype). Other fields are ignored.
+            or any mapping of arrays or tensors (any integer dtype). Prefix-tree rows also carry
+            `prefix_starts` and `prefix_ends` (both or neither), which go into the mask. Other fields
+            are ignored.
         model: the model the inputs are for (its config and dtype are read).
         config: its config, instead of the model.
         attn_implementation: the backend, when neither is given (or to check that it is what they say).
@@ -352,6 +402,11 @@ def packed_model_inputs(
     Returns:
         `input_ids`, `labels` (unshifted), `position_ids`, `use_cache=False`, plus `attention_mask` or
         the FlashAttention kwargs as described; all int64 except the mask.
+
+    Raises:
+        ValueError: bad arrays (see `validate`), contradictory options, or prefix-tree rows with a
+            non-empty range for a path without an explicit mask (FlashAttention,
+            `return_attention_mask=False`): only the explicit tree mask expresses them.
     """
     impl, config = _resolve_implementation(model, config, attn_implementation)
     flash = impl in FLASH_IMPLEMENTATIONS
@@ -373,7 +428,7 @@ def packed_model_inputs(
     if shape[1] < 1:
         raise ValueError(f"input_ids must have at least one position per row, got shape {shape}")
     columns = {"input_ids": input_ids}
-    for key in ("labels", "position_ids", "document_ids"):
+    for key in ("labels", "position_ids", "document_ids", *_tree_keys(batch)):
         # document_ids is needed for the mask; without one it still serves the checks when present.
         if key == "document_ids" and not return_attention_mask and not _has_column(batch, key):
             continue
@@ -385,13 +440,16 @@ def packed_model_inputs(
         if tuple(tensor.shape) != shape:
             raise ValueError(f"{key} has shape {tuple(tensor.shape)} but input_ids has shape {shape}")
         columns[key] = tensor
+    tree = _tree_columns(columns, impl, bool(return_attention_mask))
     if return_attention_mask:
         _check_plain_causal(config, shape[1])
     if device is not None:
         columns = {key: value.to(device) for key, value in columns.items()}
+        tree = {key: value.to(device) for key, value in tree.items()}
     document_ids = columns.get("document_ids")
     if validate:
-        _validate(columns["input_ids"], columns["labels"], columns["position_ids"], document_ids)
+        visible = (tree["prefix_ends"] - tree["prefix_starts"]).clamp_min(0) if tree else None
+        _validate(columns["input_ids"], columns["labels"], columns["position_ids"], document_ids, visible)
 
     labels = unshift_labels(columns["labels"])
     input_ids, position_ids = columns["input_ids"], columns["position_ids"]
@@ -400,6 +458,10 @@ def packed_model_inputs(
             # Number each row's documents after the previous rows' ones, so that ids stay unique.
             offsets = torch.cumsum(document_ids.amax(dim=1) + 1, dim=0) - (document_ids.amax(dim=1) + 1)
             document_ids = (document_ids + offsets[:, None]).reshape(1, -1)
+        # Prefix ranges are row-absolute: row r's start at r * seq_len in the flat row (an empty
+        # range stays empty).
+        row_starts = torch.arange(shape[0], device=input_ids.device)[:, None] * shape[1]
+        tree = {key: (value + row_starts).reshape(1, -1) for key, value in tree.items()}
         input_ids, labels, position_ids = (t.reshape(1, -1) for t in (input_ids, labels, position_ids))
     inputs: dict[str, Any] = {
         "input_ids": input_ids,
@@ -410,7 +472,7 @@ def packed_model_inputs(
     }
     if return_attention_mask:
         assert document_ids is not None
-        inputs["attention_mask"] = packed_attention_mask(document_ids, impl, dtype=mask_dtype)
+        inputs["attention_mask"] = packed_attention_mask(document_ids, impl, dtype=mask_dtype, **tree)
     if flash:
         starts = (position_ids[0] == 0).nonzero().flatten()
         total = torch.tensor([position_ids.shape[1]], device=starts.device)
@@ -425,6 +487,33 @@ def packed_model_inputs(
     return inputs
 
 
+def _tree_columns(
+    columns: dict[str, torch.Tensor], impl: str, explicit_mask: bool
+) -> dict[str, torch.Tensor]:
+    """The prefix arrays to build the mask with: `{}` for plain rows (absent, or every range empty).
+
+    Rows whose ranges are all empty are plain packed rows (every path handles them), so only a
+    non-empty range needs the explicit mask, and only that is refused elsewhere.
+    """
+    if "prefix_starts" not in columns:
+        return {}
+    starts, ends = columns.pop("prefix_starts"), columns.pop("prefix_ends")
+    if not bool((starts < ends).any()):
+        return {}
+    if not explicit_mask:
+        why = (
+            f"{impl} takes packed documents as varlen rows cut where position_ids restart"
+            if impl in FLASH_IMPLEMENTATIONS
+            else "return_attention_mask=False leaves transformers to infer the documents from position_ids"
+        )
+        raise ValueError(
+            f"these packed rows are prefix-tree rows (prefix_starts/prefix_ends with non-empty ranges), which "
+            f"need an explicit attention mask: {why}, which cannot let a branch see its trunk. Use "
+            f"attn_implementation 'sdpa', 'eager' or 'flex_attention' with return_attention_mask=True"
+        )
+    return {"prefix_starts": starts, "prefix_ends": ends}
+
+
 # ------------------------------------------------------------------ collator
 
 
@@ -432,7 +521,8 @@ class DataCollatorForPackedRows:
     """Collator for `Trainer`/`SFTTrainer`: stacks packed rows and converts them for the model.
 
     Each feature is one packed row: `input_ids`, `labels` (turnpack's shifted labels), `position_ids`
-    and `document_ids`, each of shape `[seq_len]` (tensors, numpy arrays or lists; what
+    and `document_ids` (and, for prefix-tree rows, `prefix_starts` and `prefix_ends`), each of shape
+    `[seq_len]` (tensors, numpy arrays or lists; what
     `PackedRowsDataset`, `PackedRowsIterableDataset` and `to_hf_dataset` give). The batch is
     `packed_model_inputs` of the stacked rows: unshifted `labels`, restarting `position_ids`,
     `use_cache=False` and the attention mask or FlashAttention kwargs of the backend.
@@ -493,7 +583,8 @@ class DataCollatorForPackedRows:
             raise ValueError("DataCollatorForPackedRows received no rows")
         needs_document_ids = self._needs_document_ids()
         batch = {}
-        for key in ROW_KEYS:
+        # Tree columns travel when the first row has them; a row without them is then an error below.
+        for key in ROW_KEYS + _tree_keys(features[0], "the rows"):
             if key == "document_ids" and not needs_document_ids and key not in features[0]:
                 continue
             rows = []
@@ -531,8 +622,10 @@ class DataCollatorForPackedRows:
 
 
 def _int64_columns(rows: Any, columns: Sequence[str]) -> dict[str, torch.Tensor]:
+    """`columns` of `rows` as int64 tensors of one shape, plus the prefix-tree columns `rows` has."""
     out: dict[str, torch.Tensor] = {}
-    for key in columns:
+    # Dropping the prefix arrays of tree rows would train each branch without its trunk: carry them.
+    for key in dict.fromkeys([*columns, *_tree_keys(rows)]):
         tensor = _as_long(key, _column(rows, key), 2)
         if out and tensor.shape != next(iter(out.values())).shape:
             first = next(iter(out))
@@ -549,7 +642,8 @@ class PackedRowsDataset(Dataset):
     Args:
         rows: a `turnpack.PackedBatch` (what `turnpack.pack` returns), or a mapping of `[rows, seq_len]`
             arrays or tensors with at least `columns` (a `ChatDataset` batch, prepared arrays, ...).
-        columns: the fields each item carries (converted once to int64 tensors).
+        columns: the fields each item carries (converted once to int64 tensors); `prefix_starts` and
+            `prefix_ends` (`TREE_KEYS`) are carried too whenever `rows` has them.
 
     Items are dicts of int64 tensors `[seq_len]`; `DataCollatorForPackedRows` batches them.
     """
@@ -577,6 +671,9 @@ class PackedRowsIterableDataset(IterableDataset):
     `per_device_train_batch_size`: `PackedRowsIterableDataset(ChatDataset(..., batch_size=64))` with
     `DataCollatorForPackedRows` and `TrainingArguments(max_steps=...)`. The `ChatDataset`'s own
     `batch_size` is then only how many rows it packs per step of the stream.
+
+    `columns` are carried from every batch, and `prefix_starts` / `prefix_ends` (`TREE_KEYS`) too from
+    the batches that have them.
 
     Each pass iterates `batches` again (a `ChatDataset` starts its next epoch: call `set_epoch`, which
     `Trainer` does, to pick it). In DataLoader workers a `ChatDataset` reads its own share of the data
@@ -614,6 +711,7 @@ def to_hf_dataset(
     `SFTTrainer` takes only `datasets` datasets. Give it this one with
     `SFTConfig(dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False)` and
     `data_collator=DataCollatorForPackedRows(model)`: the rows are packed and labelled already.
+    `prefix_starts` and `prefix_ends` become columns too when `rows` has them.
     """
     import datasets
 
@@ -624,6 +722,14 @@ def to_hf_dataset(
 
 def _numpy_rows(batches: Iterable[Any], columns: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
     for row in PackedRowsIterableDataset(batches, columns):
+        extra = [key for key in row if key not in columns]
+        if extra:
+            # The features are fixed before the first row: dropping the prefix arrays silently would
+            # train every branch without its trunk.
+            raise ValueError(
+                f"the stream's rows carry {', '.join(extra)}, which are not among columns: pass "
+                "columns=ROW_KEYS + TREE_KEYS for prefix-tree rows"
+            )
         yield {key: value.numpy() for key, value in row.items()}
 
 
@@ -636,7 +742,8 @@ def to_hf_iterable_dataset(
     `datasets` iterates `batches` afresh on each pass but does not call its `set_epoch`: a `ChatDataset`
     made with `epochs=1` is then spent after one pass; make it with `epochs=None` (endless, reshuffled
     every epoch) and stop by `max_steps`. `batches` must pickle (a `ChatDataset` does): `datasets`
-    fingerprints it.
+    fingerprints it. The features are `columns`, fixed before the first row: for prefix-tree rows pass
+    `columns=ROW_KEYS + TREE_KEYS` (a row carrying columns beyond them is a `ValueError`).
     """
     import datasets
 

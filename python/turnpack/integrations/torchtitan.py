@@ -26,6 +26,12 @@ conversations with :class:`turnpack.data.ChatDataset` (this data-parallel rank's
   own and every token attends exactly to the earlier tokens of its own conversation
   (``turnpack.attention.dense_document_mask(document_ids)``; tested). Nothing else goes into
   ``input_dict``: the trainer passes every other key to the model's ``forward`` as a keyword.
+* Prefix-tree rows (``prefix_starts`` / ``prefix_ends`` with a non-empty range, see
+  :mod:`turnpack.attention`) cannot be expressed this way: a branch's positions continue from its
+  branch point and it must see its trunk, while torchtitan's masks know only where positions
+  restart. :func:`to_torchtitan` raises ``ValueError`` on such a batch; train tree rows with
+  ``turnpack train`` or the Hugging Face adapter (:mod:`turnpack.integrations.hf`), which pass the
+  explicit tree mask.
 
 Selecting it
 ------------
@@ -88,12 +94,34 @@ if IGNORE_INDEX != TORCHTITAN_IGNORE_INDEX:  # pragma: no cover - a future torch
     raise ImportError(f"torchtitan ignores label {TORCHTITAN_IGNORE_INDEX}, turnpack writes {IGNORE_INDEX}")
 
 
+def _refuse_tree_rows(batch: Mapping[str, torch.Tensor]) -> None:
+    starts, ends = batch.get("prefix_starts"), batch.get("prefix_ends")
+    if starts is None and ends is None:
+        return
+    if starts is None or ends is None:
+        raise ValueError("the batch has only one of prefix_starts / prefix_ends: prefix-tree rows need both")
+    if bool((torch.as_tensor(starts) < torch.as_tensor(ends)).any()):
+        raise ValueError(
+            "this batch holds prefix-tree rows (prefix_starts/prefix_ends with non-empty ranges): torchtitan "
+            "builds its attention masks from positions (a new document where positions restart at 0), which "
+            "cannot let a branch see its trunk, so it would train every branch without its context. Train "
+            "tree rows with turnpack's own loop (turnpack train) or the Hugging Face adapter "
+            "(turnpack.integrations.hf), which pass the explicit tree mask"
+        )
+
+
 def to_torchtitan(batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """A `ChatDataset` batch as torchtitan's ``({"input", "positions"}, labels)`` pair.
 
     turnpack's ``labels`` are already shifted (``labels[t]`` is the target of ``input_ids[t]``) with
     -100 where not trained, which is torchtitan's convention, so nothing is converted.
+
+    Raises:
+        ValueError: the batch holds prefix-tree rows (``prefix_starts`` / ``prefix_ends`` with a
+            non-empty range), which torchtitan's position-derived masks cannot express; rows whose
+            ranges are all empty are plain packed rows and pass.
     """
+    _refuse_tree_rows(batch)
     return {"input": batch["input_ids"], "positions": batch["position_ids"]}, batch["labels"]
 
 

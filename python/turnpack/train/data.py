@@ -2,9 +2,11 @@
 
 The loop (:mod:`turnpack.train`) accepts any *loader*: an iterable of dict
 batches with int64 tensors ``input_ids``, ``labels``, ``position_ids`` and
-``document_ids`` of shape ``[rows, seq_len]``, optionally with
-``state_dict()`` / ``load_state_dict()`` for exact resume.  Each rank builds its
-own loader and must get its own share of the data.
+``document_ids`` of shape ``[rows, seq_len]`` (:data:`BATCH_KEYS`), plus
+``prefix_starts`` and ``prefix_ends`` of the same shape for prefix-tree rows
+(:data:`TREE_KEYS`, both or neither; see :mod:`turnpack.attention`), optionally
+with ``state_dict()`` / ``load_state_dict()`` for exact resume.  Each rank
+builds its own loader and must get its own share of the data.
 
 :class:`PackedBatches` is such a loader over rows packed in memory once
 (``turnpack.pack``), and :func:`build_loader` is the one place where a
@@ -28,18 +30,42 @@ from turnpack.train.config import ConfigError, DataConfig
 __all__ = [
     "BATCH_KEYS",
     "DEFAULT_SEQ_LEN",
+    "TREE_KEYS",
     "Batch",
     "DataSource",
     "PackedBatches",
     "StatefulLoader",
+    "batch_keys",
     "build_loader",
 ]
 
 #: The tensors every batch carries, each int64 ``[rows, seq_len]``.
 BATCH_KEYS = ("input_ids", "labels", "position_ids", "document_ids")
+#: The optional tensors of prefix-tree rows (same shape), carried when a source has them: both or neither.
+TREE_KEYS = ("prefix_starts", "prefix_ends")
 Batch = dict[str, torch.Tensor]
 #: Row length when the config leaves data.seq_len unset (and the data does not fix it).
 DEFAULT_SEQ_LEN = 512
+
+
+def batch_keys(present: Any, where: str = "the batch") -> tuple[str, ...]:
+    """The keys to carry from ``present``: :data:`BATCH_KEYS`, plus :data:`TREE_KEYS` when it has them.
+
+    Args:
+        present: a predicate ``key -> bool`` or a mapping (a key counts when present and not None).
+        where: what to name in the error.
+
+    Raises:
+        ValueError: only one of the two prefix arrays is present (a half tree cannot be masked).
+    """
+    if isinstance(present, Mapping):
+        mapping = present
+        present = lambda key: mapping.get(key) is not None  # noqa: E731 - a one-line predicate
+    found = [key for key in TREE_KEYS if present(key)]
+    if len(found) == 1:
+        missing = next(key for key in TREE_KEYS if key not in found)
+        raise ValueError(f"{where} has {found[0]} but no {missing}: prefix-tree rows need both (or neither)")
+    return BATCH_KEYS + TREE_KEYS if found else BATCH_KEYS
 
 
 @runtime_checkable
@@ -59,6 +85,9 @@ class PackedBatches:
     ``batch_size`` rows.  So a DDP run sees, step for step, exactly the rows a
     single process with ``batch_size * world_size`` rows per step sees.  Rows
     left over at the end of an epoch (fewer than a global batch) are skipped.
+
+    Batches carry :data:`BATCH_KEYS`, plus :data:`TREE_KEYS` when ``rows`` has
+    them (not None).
 
     The state is just ``(epoch, step)`` of the next batch, updated as batches
     are handed out, so ``state_dict()`` taken after consuming ``k`` batches
@@ -80,8 +109,18 @@ class PackedBatches:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         get = rows.__getitem__ if isinstance(rows, Mapping) else lambda k: getattr(rows, k)
+        if isinstance(rows, Mapping):
+            keys = batch_keys(rows, "the packed rows")
+        else:
+            keys = batch_keys(lambda k: getattr(rows, k, None) is not None, "the packed rows")
         # One int64 tensor per column up front, so a batch is a cheap index_select.
-        self.columns = {k: torch.from_numpy(np.asarray(get(k), dtype=np.int64)) for k in BATCH_KEYS}
+        self.columns = {k: torch.from_numpy(np.asarray(get(k), dtype=np.int64)) for k in keys}
+        shape = self.columns["input_ids"].shape
+        for k, column in self.columns.items():
+            if column.shape != shape:
+                raise ValueError(
+                    f"{k} has shape {tuple(column.shape)} but input_ids has shape {tuple(shape)}"
+                )
         self.num_rows = int(self.columns["input_ids"].shape[0])
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.shuffle, self.seed = shuffle, seed

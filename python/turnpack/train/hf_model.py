@@ -15,7 +15,9 @@ transformers uses as is when it is 4D or a ``BlockMask``:
   mask of :func:`turnpack.attention.dense_document_mask`.
 
 Either way each document of a row attends only to itself, and positions restart
-per document, so a packed row trains exactly like its conversations alone.  The
+per document, so a packed row trains exactly like its conversations alone.
+Prefix-tree rows (``prefix_starts`` / ``prefix_ends``, :mod:`turnpack.attention`)
+get the tree mask the same way, so each branch trains as trunk prefix + branch.  The
 loss is computed here in float32 from the logits and the shifted labels, not by
 the model (whose loss shifts the labels again).
 
@@ -117,11 +119,23 @@ class HFCausalLM(nn.Module):
         else:
             self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
-    def build_attention_mask(self, document_ids: Tensor) -> MaskKwargs:
-        """The document mask for this model's backend, built once per batch (see the module docs)."""
+    def build_attention_mask(
+        self,
+        document_ids: Tensor,
+        *,
+        prefix_starts: Tensor | None = None,
+        prefix_ends: Tensor | None = None,
+    ) -> MaskKwargs:
+        """The document mask for this model's backend, built once per batch (see the module docs).
+
+        ``prefix_starts`` / ``prefix_ends`` (both or neither) make it the mask of prefix-tree rows
+        (:mod:`turnpack.attention`); transformers uses it as it is, so branches whose positions
+        continue from their branch point are masked right (its own detection from positions could not).
+        """
+        tree = {"prefix_starts": prefix_starts, "prefix_ends": prefix_ends}
         if self.backend == "flex":
-            return {"block_mask": document_block_mask(document_ids)}
-        return {"dense_mask": dense_document_mask(document_ids)}
+            return {"block_mask": document_block_mask(document_ids, **tree)}
+        return {"dense_mask": dense_document_mask(document_ids, **tree)}
 
     def forward(
         self,

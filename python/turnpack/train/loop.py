@@ -76,7 +76,7 @@ from turnpack.train.config import (
     TrainSection,
     load_config,
 )
-from turnpack.train.data import BATCH_KEYS, Batch, DataSource, StatefulLoader, build_loader
+from turnpack.train.data import Batch, DataSource, StatefulLoader, batch_keys, build_loader
 from turnpack.train.hf_model import HFCausalLM, load_hf_model, save_pretrained
 from turnpack.train.model import ModelConfig, Transformer, config_100m, config_tiny
 from turnpack.train.parallel import clip_grad_norm, gradient_sync, shard_fsdp, wrap_ddp
@@ -245,7 +245,11 @@ def forward_backward(
     for i, batch in enumerate(micro_batches):
         # Only the last micro-batch all-reduces gradients; the others accumulate locally.
         last = i == len(micro_batches) - 1
-        masks = raw_model.build_attention_mask(batch["document_ids"])  # once per batch, shared by layers
+        masks = raw_model.build_attention_mask(  # once per batch, shared by layers
+            batch["document_ids"],
+            prefix_starts=batch.get("prefix_starts"),
+            prefix_ends=batch.get("prefix_ends"),
+        )
         with gradient_sync(model, raw_model, enabled=last):
             with torch.autocast(
                 device.type, dtype=autocast_dtype or torch.float32, enabled=bool(autocast_dtype)
@@ -440,7 +444,8 @@ def _train(
             batches = iter(loader)
             batch = next(batches)
         # Loaders hand out int64 already (ChatDataset and PackedBatches widen once): only move them.
-        return {k: batch[k].to(device=device, non_blocking=True) for k in BATCH_KEYS}
+        # Prefix-tree rows bring two more arrays; batch_keys refuses half of them.
+        return {k: batch[k].to(device=device, non_blocking=True) for k in batch_keys(batch, "a loader batch")}
 
     result = TrainResult(raw_model, step, source=source)
     # Totals since the last log line, kept on the device so that no step waits for the GPU.

@@ -16,12 +16,16 @@ Readable, single-file, in the spirit of nanoGPT:
 Typical training step on a packed batch (tensors ``[batch, seq_len]``)::
 
     model = Transformer(config_100m(vocab_size)).cuda()
-    masks = model.build_attention_mask(batch["document_ids"])  # once per batch
+    masks = model.build_attention_mask(  # once per batch
+        batch["document_ids"], prefix_starts=batch.get("prefix_starts"), prefix_ends=batch.get("prefix_ends")
+    )
     logits, loss = model(batch["input_ids"], batch["position_ids"], labels=batch["labels"], **masks)
     loss.backward()
 
 ``labels`` are already shifted by the packer: ``labels[t]`` is the token that
-``logits[t]`` must predict, or -100 where nothing is trained.
+``logits[t]`` must predict, or -100 where nothing is trained.  Rows that also
+carry ``prefix_starts`` / ``prefix_ends`` (prefix-tree rows, see
+:mod:`turnpack.attention`) get the tree mask; without them the two are None.
 """
 
 from __future__ import annotations
@@ -357,16 +361,24 @@ class Transformer(nn.Module):
             device = self.tok_embeddings.weight.device
         return "flex" if torch.device(device).type == "cuda" else "sdpa"
 
-    def build_attention_mask(self, document_ids: Tensor) -> MaskKwargs:
+    def build_attention_mask(
+        self,
+        document_ids: Tensor,
+        *,
+        prefix_starts: Tensor | None = None,
+        prefix_ends: Tensor | None = None,
+    ) -> MaskKwargs:
         """Build the per-batch document mask for this model's backend.
 
         Returns a dict to splat into :meth:`forward`: ``{"block_mask": ...}``
         for flex or ``{"dense_mask": ...}`` for sdpa.  Build it once per batch;
-        all layers share it.
+        all layers share it.  ``prefix_starts`` / ``prefix_ends`` (both or
+        neither) make it the mask of prefix-tree rows (:mod:`turnpack.attention`).
         """
+        tree = {"prefix_starts": prefix_starts, "prefix_ends": prefix_ends}
         if self.resolved_backend(document_ids.device) == "flex":
-            return {"block_mask": document_block_mask(document_ids)}
-        return {"dense_mask": dense_document_mask(document_ids)}
+            return {"block_mask": document_block_mask(document_ids, **tree)}
+        return {"dense_mask": dense_document_mask(document_ids, **tree)}
 
     # --------------------------------------------------------------- forward
     def forward(
