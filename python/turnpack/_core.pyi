@@ -38,6 +38,7 @@ Start: TypeAlias = Literal["prompt", "content"]
 SpanSource: TypeAlias = Literal["diff", "generation"]
 Boundary: TypeAlias = Literal["merge", "split"]
 Method: TypeAlias = Literal["auto", "per_message"]
+History: TypeAlias = Literal["rendered", "faithful", "expand"]
 Overflow: TypeAlias = Literal["drop", "truncate"]
 Eot: TypeAlias = Literal["auto"] | Sequence[str] | None
 BpeBackend: TypeAlias = Literal["turnpack", "tokenizers"]
@@ -84,7 +85,32 @@ class Encoding:
         """Number of trained tokens."""
     @property
     def renders(self) -> int:
-        """How many times the template was rendered to encode this conversation."""
+        """How many times the template was rendered to find the spans."""
+    @property
+    def history_renders(self) -> int:
+        """How many more renderings checking the history took: one with marked contents per trained
+        turn but the last (where the template prints contents verbatim), and three per turn that
+        check fails for."""
+    @property
+    def rewrites(self) -> list[dict[str, Any]]:
+        """The supervised turns this rendering shows differently from how the model writes them (Qwen3
+        and most reasoning templates drop earlier turns' reasoning), found in every `history` mode, in
+        message order. Each dict: `message` (index), `rendered` (its character span in `text`),
+        `context` (the text before the target when the message is the last one: its generation
+        prompt), `target` (what the model writes there, end-of-turn token included) and `training`:
+        `"rendered"` (trained as rendered), `"context"` (not trained), `"branch"` (trained as a branch
+        of this encoding's tree), `"sample"` (trained as a sample of its own, in `branches` with
+        `prefix_len` 0), or `"empty"` (its target renders nothing)."""
+    @property
+    def rewritten(self) -> list[int]:
+        """Message indices of `rewrites`."""
+    @property
+    def branches(self) -> list[dict[str, Any]]:
+        """With `history="expand"`: each rewritten turn in its inference context, as a dict with
+        `message`, `prefix_len` (tokens of `input_ids` it attends to), `input_ids` (int32: the trunk's
+        token at `prefix_len`, then the target's tokens tokenized on their own; for a sample of its own
+        the context's tokens, then the target's) and `mask` (bool: the target's tokens). Packing an
+        Encoding packs its branches with it (`PackedBatch.prefix_starts`)."""
     def __len__(self) -> int: ...
 
 @final
@@ -139,6 +165,7 @@ class ChatTokenizer:
         spans: SpanSource = "diff",
         boundary: Boundary = "merge",
         method: Method = "auto",
+        history: History = "rendered",
         **template_kwargs: Any,
     ) -> Encoding:
         """Renders, finds each supervised message's span, tokenizes once and builds the mask.
@@ -152,7 +179,12 @@ class ChatTokenizer:
         `boundary="split"` tokenizes the text before each span and the span separately.
         `method="auto"` finds every message's blanked rendering from four renderings when the
         template is local (checked; else per message); `"per_message"` always renders per message
-        (the reference; same results)."""
+        (the reference; same results).
+        `history` decides what is trained of turns the template rewrites in history (Qwen3 drops the
+        reasoning of turns before the last user message; see `Encoding.rewrites`, reported in every
+        mode): `"rendered"` (the default) trains them as rendered, `"faithful"` only as context,
+        `"expand"` in their inference context with their inference target, as prefix-tree branches
+        (`Encoding.branches`, packed with the trunk; train with `prefix_starts`/`prefix_ends`)."""
     def encode_batch(
         self,
         conversations: Iterable[Conversation | Mapping[str, Any]],
@@ -164,6 +196,7 @@ class ChatTokenizer:
         spans: SpanSource = "diff",
         boundary: Boundary = "merge",
         method: Method = "auto",
+        history: History = "rendered",
         num_threads: int | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         **template_kwargs: Any,
@@ -259,9 +292,22 @@ class PackedBatch:
     def row_doc_offsets(self) -> npt.NDArray[np.uint64]:
         """`rows + 1` offsets into `doc_lens` delimiting each row's documents."""
     @property
+    def prefix_starts(self) -> npt.NDArray[np.int32] | None:
+        """Prefix-tree rows only (`history="expand"` samples with branches), else None: token `t` also
+        attends to the row's tokens `prefix_starts[t]:prefix_ends[t]` (empty for all but branch
+        tokens). Pass both to `turnpack.attention`'s masks."""
+    @property
+    def prefix_ends(self) -> npt.NDArray[np.int32] | None:
+        """See `prefix_starts`."""
+    @property
+    def doc_roles(self) -> npt.NDArray[np.uint8] | None:
+        """Prefix-tree rows only: per document (as `doc_lens`), 0 for a sample's own document, 1 for a
+        branch, 2 for a context copy of a trunk's first tokens (a tree split over rows)."""
+    @property
     def stats(self) -> dict[str, float]:
         """samples_in, packed, pending, dropped (+ by reason), truncated, tokens, trained_tokens,
-        padding_tokens, rows, efficiency (cumulative for a `Packer`)."""
+        padding_tokens, rows, efficiency (cumulative for a `Packer`), and for prefix trees
+        branches_in, branches_packed, branches_truncated, branches_dropped, tree_splits."""
     @property
     def efficiency(self) -> float:
         """Non-padding positions / all positions of these rows."""
@@ -315,6 +361,7 @@ class Packer:
         spans: SpanSource = "diff",
         boundary: Boundary = "merge",
         method: Method = "auto",
+        history: History = "rendered",
         num_threads: int | None = None,
         **template_kwargs: Any,
     ) -> list[TurnpackError | None]:

@@ -31,6 +31,9 @@ class PackingOptions:
     Encoding (see `ChatTokenizer.encode`):
         tools: tools for every conversation that does not bring its own (a record's `tools` win).
         supervise, eot, start, spans, boundary, method: which tokens are trained, and how they are found.
+        history: what is trained of turns the template rewrites in history (`"rendered"`, the default,
+            or `"faithful"`; see `ChatTokenizer.encode`). `"expand"` (prefix-tree rows) is not carried
+            by datasets and prepared shards yet: encode with it and pack with `turnpack.Packer`.
         template_kwargs: further template variables, e.g. `{"enable_thinking": False}`.
 
     Packing (see `turnpack.pack`):
@@ -50,6 +53,7 @@ class PackingOptions:
     spans: Literal["diff", "generation"] = "diff"
     boundary: Literal["merge", "split"] = "merge"
     method: Literal["auto", "per_message"] = "auto"
+    history: Literal["rendered", "faithful"] = "rendered"
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     buffer: int = DEFAULT_BUFFER
     max_open_rows: int = DEFAULT_MAX_OPEN_ROWS
@@ -61,6 +65,14 @@ class PackingOptions:
         if named:
             raise ValueError(f"{', '.join(named)} are options of their own, not template variables")
         _check_reserved(self.template_kwargs)
+        if self.history == "expand":
+            # Rows, batches and shards do not carry prefix_starts/prefix_ends yet: packing branches
+            # without them would train each branch blind to its context.
+            raise ValueError(
+                'history="expand" is not supported by datasets and prepare yet (their rows do not carry '
+                "the prefix-tree arrays): encode with ChatTokenizer.encode(..., history='expand'), pack "
+                "with turnpack.Packer or turnpack.pack, and build masks with prefix_starts/prefix_ends"
+            )
         # A copy, so that changing the caller's dict later cannot change these options. (A plain dict,
         # not a read-only proxy: options are pickled to DataLoader workers, and proxies do not pickle.)
         object.__setattr__(self, "template_kwargs", dict(self.template_kwargs))
@@ -99,7 +111,16 @@ class PackingOptions:
 
 
 #: The encoding options that are fields of their own (everything else is a template variable).
-ENCODE_OPTIONS: tuple[str, ...] = ("tools", "supervise", "eot", "start", "spans", "boundary", "method")
+ENCODE_OPTIONS: tuple[str, ...] = (
+    "tools",
+    "supervise",
+    "eot",
+    "start",
+    "spans",
+    "boundary",
+    "method",
+    "history",
+)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PackingOptions) if f.name in ENCODE_OPTIONS}
 
 

@@ -30,6 +30,8 @@ pub struct Encoded {
     pub skipped: Vec<usize>,
     /// How many times the template was rendered to encode this conversation.
     pub renders: usize,
+    /// How many renderings checking the history took (see `history.rs`).
+    pub history_renders: usize,
     /// Supervised turns the full rendering shows differently from how the model writes them,
     /// in message order, with how each is trained (see `EncodeOptions::history`).
     pub rewrites: Vec<Rewrite>,
@@ -161,6 +163,8 @@ impl ChatTokenizer {
         opts: &EncodeOptions,
     ) -> Result<Encoded> {
         let renderer = Renderer::new(self.template()?, &self.vars, vars, tools);
+        // counted apart: `renders` is what finding the spans costs
+        let history_renderer = Renderer::new(self.template()?, &self.vars, vars, tools);
         let messages = conv.values();
         let full = renderer.render(&messages, false)?;
         let text = full.text.as_str();
@@ -179,7 +183,7 @@ impl ChatTokenizer {
             Vec::new() // no span belongs to a message
         } else {
             HistoryCheck {
-                renderer: &renderer,
+                renderer: &history_renderer,
                 tokenizer: &self.tokenizer,
                 conversation: conv,
                 messages: &messages,
@@ -223,6 +227,7 @@ impl ChatTokenizer {
             span_messages: found.span_messages,
             skipped: found.skipped,
             renders: renderer.count(),
+            history_renders: history_renderer.count(),
             text: full.text,
             rewrites,
             branches,

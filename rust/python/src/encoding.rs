@@ -29,6 +29,9 @@ pub struct PyEncoding {
     /// How many times the template was rendered to encode this conversation.
     #[pyo3(get)]
     renders: usize,
+    /// How many renderings checking the history took (apart from `renders`).
+    #[pyo3(get)]
+    history_renders: usize,
     /// Supervised turns the rendering rewrites, as dicts (see `_core.pyi`).
     #[pyo3(get)]
     rewrites: Py<PyList>,
@@ -132,6 +135,7 @@ impl PyEncoding {
             text: p.enc.text,
             num_trained: p.num_trained,
             renders: p.enc.renders,
+            history_renders: p.enc.history_renders,
             len,
         })
     }

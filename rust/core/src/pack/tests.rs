@@ -232,6 +232,7 @@ fn check(
         trained_tokens: trained,
         padding_tokens: padding,
         rows: n_rows as u64,
+        ..PackStats::default()
     };
     assert_eq!(*stats, expected);
     assert_eq!(stats.samples_in, stats.packed + stats.dropped());
@@ -612,4 +613,44 @@ fn throughput() {
         "Packer (owned push, pop every 64 rows): {:.1}M tokens/s",
         n_tokens as f64 / best / 1e6
     );
+}
+
+#[test]
+fn a_tree_packs_its_branches_after_the_trunk_and_splits_with_its_prefix() {
+    let trunk = s(7, &[1, 2, 3, 4, 5, 6], &[0, 0, 1, 1, 0, 0]);
+    let branch = |prefix_len: usize, ids: &[u32]| TreeBranch {
+        prefix_len,
+        input_ids: ids.to_vec(),
+        mask: std::iter::once(false)
+            .chain(std::iter::repeat(true))
+            .take(ids.len())
+            .collect(),
+    };
+    let tree = trunk.with_branches(vec![branch(2, &[3, 9, 9]), branch(4, &[5, 8])]);
+    let out = pack(std::slice::from_ref(&tree), 16, &PackOptions::default()).unwrap();
+    let r = &out.rows;
+    assert_eq!(r.input_ids[..11], [1, 2, 3, 4, 5, 6, 3, 9, 9, 5, 8]);
+    assert_eq!(r.position_ids[..11], [0, 1, 2, 3, 4, 5, 2, 3, 4, 4, 5]);
+    assert_eq!(r.document_ids[..11], [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2]);
+    assert_eq!(r.prefix_starts[..11], [0; 11]);
+    assert_eq!(r.prefix_ends[..11], [0, 0, 0, 0, 0, 0, 2, 2, 2, 4, 4]);
+    assert_eq!(r.labels[6..11], [9, 9, IGNORE_INDEX, 8, IGNORE_INDEX]);
+    assert_eq!(r.doc_roles, [0, 1, 1]);
+    assert_eq!((out.stats.packed, out.stats.branches_packed), (1, 2));
+    assert_eq!(out.stats.trained_tokens, 2 + 2 + 1);
+    // rows of 9: the trunk and the first branch fill one; the second branch goes to another row,
+    // which carries the trunk's first 4 tokens as context (prefix ranges are row positions)
+    let out = pack(std::slice::from_ref(&tree), 9, &PackOptions::default()).unwrap();
+    let r = &out.rows;
+    assert_eq!(out.stats.tree_splits, 1);
+    assert_eq!(r.doc_roles, [0, 1, 2, 1]);
+    assert_eq!(r.input_ids[9..15], [1, 2, 3, 4, 5, 8]);
+    assert_eq!(r.position_ids[9..15], [0, 1, 2, 3, 4, 5]);
+    assert_eq!(r.prefix_ends[9..15], [0, 0, 0, 0, 4, 4]);
+    assert_eq!(r.labels[9..15], [-100, -100, -100, -100, 8, -100]);
+    assert_eq!(out.stats.trained_tokens, 2 + 2 + 1);
+    // the streaming packer gives the same rows
+    let mut p = Packer::new(9, PackOptions::default()).unwrap();
+    p.push(tree).unwrap();
+    assert_eq!(p.flush(), out.rows);
 }
