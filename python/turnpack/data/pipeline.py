@@ -65,6 +65,9 @@ class EncodePacker:
         self.options = options
         self.packer = Packer(seq_len, **options.pack_kwargs())
         self.encode_kwargs = options.encode_kwargs()
+        # An expand stream gives every piece of rows the prefix-tree arrays, even one without a tree,
+        # so that its batches (and shards) always have the same arrays.
+        self.trees = options.history == "expand"
         self.describe = describe
         self.fields: Fields = fields
         self.num_threads = num_threads
@@ -76,7 +79,8 @@ class EncodePacker:
         self._max_examples = max_error_examples
 
     def counts(self) -> dict[str, int]:
-        """Per-sample counters so far: samples read, and dropped/truncated by reason."""
+        """Per-sample counters so far: samples read, and dropped/truncated by reason; and the packer's
+        prefix-tree branches: received, dropped, truncated (see `turnpack.data.stats`)."""
         packer = self.packer.stats
         return {
             "samples": self.samples,
@@ -85,6 +89,9 @@ class EncodePacker:
             "dropped_too_long": packer["dropped_too_long"],
             "dropped_nothing_to_train": packer["dropped_nothing_to_train"],
             "truncated": packer["truncated"],
+            "branches_in": packer["branches_in"],
+            "branches_dropped": packer["branches_dropped"],
+            "branches_truncated": packer["branches_truncated"],
         }
 
     def run(self, samples: Iterable[tuple[int, Any]]) -> Iterator[Rows]:
@@ -103,7 +110,7 @@ class EncodePacker:
             yield from self._encode_and_pack(chunk)
         rest = self.packer.flush()
         if len(rest):
-            yield Rows.from_packed(rest)
+            yield Rows.from_packed(rest, trees=self.trees)
 
     def _fail(self, error: Exception) -> None:
         if self.on_error == "raise":
@@ -137,4 +144,4 @@ class EncodePacker:
                 self._fail(_located(error, self.describe(sample_id)))
         ready = self.packer.pop_ready()
         if ready is not None and len(ready):
-            yield Rows.from_packed(ready)
+            yield Rows.from_packed(ready, trees=self.trees)
