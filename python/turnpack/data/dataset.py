@@ -25,6 +25,15 @@ Each reader (one DataLoader worker of one rank) runs the whole pipeline on its o
   padding run has its own id) - all int64 - plus `cu_seqlens` (int32 `[B, S + 1]`, per-row document
   boundaries, tail filled with `seq_len`) and `sample_ids` (int64 `[B, S]`, -1 filled; see
   `turnpack.data.sources.split_sample_id`).
+* **Prefix-tree batches.** With `history="expand"` (streamed, or a folder prepared with it) every
+  batch also has `prefix_starts` and `prefix_ends` (int64 `[B, seq_len]`: token `t` also attends to
+  the row's tokens `prefix_starts[t]:prefix_ends[t]`; `0, 0` for tokens that see only their own
+  document, and for every token of a batch that happens to hold no tree, so the keys never change
+  within a run) and `doc_roles` (int64 `[B, S]` like `sample_ids`: 0 a sample's own document, 1 a
+  branch, 2 a context copy of a trunk's first tokens, -1 filled). Give the two prefix arrays to the
+  mask (`turnpack.attention`, `build_attention_mask`); `position_ids` continue from each branch point,
+  so they must be taken from the batch, never recomputed from document boundaries. A branch's
+  `sample_ids` entry is its sample's id: count samples where `doc_roles == 0`.
 * **The last batch of an epoch** holds whatever rows are left: it has *fewer rows* (never padded rows),
   unless `drop_last=True`, which drops it and counts its samples as `dropped_last_batch`. Epochs never
   share a batch. Readers get different amounts of data, so ranks can yield different numbers of
@@ -101,7 +110,7 @@ def _tensors(rows: Rows) -> dict[str, torch.Tensor]:
     def t(a: np.ndarray, dtype: type) -> torch.Tensor:
         return torch.from_numpy(np.array(a, dtype=dtype, copy=True))
 
-    return {
+    batch = {
         "input_ids": t(rows.input_ids, np.int64),
         "labels": t(rows.labels, np.int64),
         "position_ids": t(rows.position_ids, np.int64),
@@ -109,6 +118,11 @@ def _tensors(rows: Rows) -> dict[str, torch.Tensor]:
         "cu_seqlens": t(rows.cu_seqlens, np.int32),
         "sample_ids": t(rows.sample_ids, np.int64),
     }
+    if rows.prefix_starts is not None and rows.prefix_ends is not None and rows.doc_roles is not None:
+        batch["prefix_starts"] = t(rows.prefix_starts, np.int64)
+        batch["prefix_ends"] = t(rows.prefix_ends, np.int64)
+        batch["doc_roles"] = t(rows.doc_roles, np.int64)
+    return batch
 
 
 class ChatDataset(IterableDataset):
@@ -135,7 +149,9 @@ class ChatDataset(IterableDataset):
             `torch.distributed` when it is initialized when the dataset is built, else 0 and 1.
         fields: record layout, `"auto"`, `"messages"` (OpenAI) or `"sharegpt"`.
         encode_kwargs: encoding options as `ChatTokenizer.encode_batch` takes them (`supervise`, `eot`,
-            `start`, `tools`, template variables such as `enable_thinking`, ...).
+            `start`, `tools`, `history`, template variables such as `enable_thinking`, ...).
+            `history="expand"` gives prefix-tree batches (see the module docstring); a prepared folder
+            has its rows' history already, and asking a plain folder for `"expand"` is an error.
         on_error: `"raise"` a typed error naming the file and line of a bad record, or `"skip"` it
             and count it as `dropped_error`.
         num_threads: encoding threads per reader (None: 1 in a DataLoader worker, else the default).
@@ -186,6 +202,7 @@ class ChatDataset(IterableDataset):
             raise ValueError(f"pass either options or {given}, not both")
         else:
             wanted_pad_id = options.pad_id
+        wants_trees = options.history == "expand"
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -206,6 +223,12 @@ class ChatDataset(IterableDataset):
             if wanted_pad_id not in (None, self._reader.pad_id):
                 raise ValueError(
                     f"{folder} was prepared with pad_id={self._reader.pad_id}, not {wanted_pad_id}"
+                )
+            if wants_trees and not self._reader.trees:
+                # Its rows are packed already; silently training them without trees is not what was asked.
+                raise ValueError(
+                    f"{folder} holds no prefix trees (it was not prepared with history='expand'): "
+                    "prepare it again with that option to train its branches"
                 )
             self.seq_len, self.pad_id = self._reader.seq_len, self._reader.pad_id
             # The folder's rows are packed already: no options apply to them.
@@ -426,8 +449,13 @@ class ChatDataset(IterableDataset):
                 tally.batch(reader.rows(mine[k * size : (k + 1) * size]))
 
         def counts() -> dict[str, int]:
+            # The folder's rows are this epoch's samples (and branches): what they hold came in.
             c = tally.counts
-            return {"samples": c["packed"] + c["dropped_last_batch"], **c}
+            return {
+                "samples": c["packed"] + c["dropped_last_batch"],
+                "branches_in": c["branches"] + c["branches_dropped_last_batch"],
+                **c,
+            }
 
         for k in range(skip, batches):
             rows = reader.rows(mine[k * size : (k + 1) * size])
