@@ -13,6 +13,10 @@ workers. A summary of the sample accounting is printed at the end.
 
 Rows are packed in input order (no shuffling here: `ChatDataset` shuffles rows every epoch), with the
 same packer as streaming, so preparing and streaming the same unshuffled input give the same rows.
+
+`--encode-kwargs '{"history": "expand"}'` prepares prefix-tree rows (turns the template rewrites in
+history trained as branches in their inference context): the shards then also hold positions, prefix
+ranges and document roles, and `ChatDataset` reads them back with their `prefix_starts`/`prefix_ends`.
 """
 
 from __future__ import annotations
@@ -198,12 +202,17 @@ def prepare(
 ) -> dict[str, Any]:
     """Encodes and packs `sources` into `writer`'s folder; returns the written index.
 
-    `options` default to `PackingOptions(pad_id=writer.pad_id)`; their `pad_id` must be the writer's.
+    `options` default to `PackingOptions(pad_id=writer.pad_id, history=writer.history)`; their `pad_id`
+    and `history` must be the writer's (a `history="expand"` writer stores the prefix-tree arrays).
     `fields`, `on_error`, `num_threads` and `chunk_size` are those of `EncodePacker`.
     """
-    options = options or PackingOptions(pad_id=writer.pad_id)
+    options = options or PackingOptions(pad_id=writer.pad_id, history=writer.history)
     if options.pad_id != writer.pad_id:
         raise ValueError(f"the options pad with {options.pad_id}, the shards with {writer.pad_id}")
+    if options.history != writer.history:
+        raise ValueError(
+            f"the options encode with history={options.history!r}, the shards were made for {writer.history!r}"
+        )
 
     def describe(sample_id: int) -> str:
         source, row = split_sample_id(sample_id)
@@ -254,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             pad_id=options.pad_id,
             rows_per_shard=args.rows_per_shard,
             overwrite=args.overwrite,
+            history=options.history,
         )
     except (ValueError, TypeError, OSError) as e:  # ValueError includes TurnpackError and DataError
         print(f"turnpack prepare: error: {e}", file=sys.stderr)

@@ -8,9 +8,22 @@ A prepared folder holds, per shard `NNNNN`, plain `.npy` files (readable with nu
     NNNNN.doc_offsets.npy  int64 [rows + 1]        row r's documents are doc_lens[off[r]:off[r+1]]
     NNNNN.sample_ids.npy   int64 [documents]       each document's sample id (source << 40 | row)
 
-plus `index.json` (format, seq_len, pad_id, shard list, the preparation's stats and settings) and
-`stats.json`. `position_ids`, `document_ids` and `cu_seqlens` are derived from the document lengths when
-reading, exactly as the packer derives them, so they take no space on disk.
+plus `index.json` (format, version, seq_len, pad_id, history, trees, shard list, the preparation's
+stats and settings) and `stats.json`. `position_ids`, `document_ids` and `cu_seqlens` are derived from
+the document lengths when reading, exactly as the packer derives them, so they take no space on disk.
+
+Prefix-tree folders (prepared with `history="expand"`; `"trees": true` and format version 2 in the
+index) store four more files per shard:
+
+    NNNNN.position_ids.npy   int32 [rows, seq_len]   positions (a branch continues from its branch point)
+    NNNNN.prefix_starts.npy  int32 [rows, seq_len]   token t also attends to prefix_starts[t]:prefix_ends[t]
+    NNNNN.prefix_ends.npy    int32 [rows, seq_len]
+    NNNNN.doc_roles.npy      uint8 [documents]       0 sample's own, 1 branch, 2 context copy (as doc_lens)
+
+Branch positions go back inside a row, so they cannot be derived from the lengths; document ids and
+boundaries still are. The version differs so that a reader that knows only plain folders refuses a
+tree folder instead of deriving wrong positions and training every branch blind to its context; this
+reader checks, the other way round, that a plain index has no tree files beside it.
 
 `index.json` is written last, atomically: a folder without it is an unfinished preparation, and is not
 recognized as a prepared source.
@@ -29,16 +42,31 @@ import numpy as np
 
 from turnpack.data.batching import RowQueue, Rows
 from turnpack.data.errors import SourceError
+from turnpack.data.options import HISTORIES
 from turnpack.data.sources import INDEX_FILE
 
-__all__ = ["FORMAT", "STATS_FILE", "ShardReader", "ShardWriter", "default_rows_per_shard"]
+__all__ = [
+    "FORMAT",
+    "STATS_FILE",
+    "TREE_VERSION",
+    "VERSION",
+    "ShardReader",
+    "ShardWriter",
+    "default_rows_per_shard",
+]
 
 FORMAT = "turnpack.prepared"
 VERSION = 1
+#: The format version of prefix-tree folders (plain folders keep `VERSION`, readable by older readers).
+TREE_VERSION = 2
 STATS_FILE = "stats.json"
 _ARRAYS = ("input_ids", "labels", "doc_lens", "doc_offsets", "sample_ids")
+# The arrays only prefix-tree folders have.
+_TREE_ARRAYS = ("position_ids", "prefix_starts", "prefix_ends", "doc_roles")
 # Files this module writes; `overwrite` removes only these.
-_OWN_FILE = re.compile(r"^(\d{5,}\.(" + "|".join(_ARRAYS) + r")\.npy|index\.json|stats\.json)(\.tmp)?$")
+_OWN_FILE = re.compile(
+    r"^(\d{5,}\.(" + "|".join(_ARRAYS + _TREE_ARRAYS) + r")\.npy|index\.json|stats\.json)(\.tmp)?$"
+)
 
 
 def default_rows_per_shard(seq_len: int) -> int:
@@ -53,7 +81,11 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 class ShardWriter:
-    """Writes rows into shards of `rows_per_shard` rows in `out_dir`, then the index (`close`)."""
+    """Writes rows into shards of `rows_per_shard` rows in `out_dir`, then the index (`close`).
+
+    `history` is the encoding's `history` option, recorded in the index; with `"expand"` the folder
+    holds prefix-tree rows and stores their arrays (rows without a tree get empty prefixes).
+    """
 
     def __init__(
         self,
@@ -63,10 +95,15 @@ class ShardWriter:
         pad_id: int,
         rows_per_shard: int | None = None,
         overwrite: bool = False,
+        history: str = "rendered",
     ) -> None:
+        if history not in HISTORIES:
+            raise ValueError(f"history must be one of {', '.join(map(repr, HISTORIES))}, got {history!r}")
         self.out_dir = Path(out_dir)
         self.seq_len = seq_len
         self.pad_id = pad_id
+        self.history = history
+        self.trees = history == "expand"
         self.rows_per_shard = rows_per_shard or default_rows_per_shard(seq_len)
         if self.rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
@@ -100,7 +137,10 @@ class ShardWriter:
     def add(self, rows: Rows) -> None:
         if rows.seq_len != self.seq_len:
             raise ValueError(f"rows of {rows.seq_len} tokens do not fit shards of {self.seq_len}")
-        self._queue.add(rows)
+        if rows.has_trees and not self.trees:
+            # Stored without their arrays, the branches would be read back blind to their context.
+            raise ValueError('prefix-tree rows go into shards written with history="expand"')
+        self._queue.add(rows.with_trees() if self.trees else rows)
         while len(self._queue) >= self.rows_per_shard:
             self._write(self._queue.take(self.rows_per_shard))
 
@@ -114,6 +154,13 @@ class ShardWriter:
             "doc_offsets": np.concatenate([[0], np.cumsum(rows.doc_counts)]).astype(np.int64),
             "sample_ids": np.concatenate(rows.row_sample_ids()).astype(np.int64),
         }
+        if self.trees:
+            # `add` gave every queued row the tree arrays.
+            assert rows.prefix_starts is not None and rows.prefix_ends is not None
+            arrays["position_ids"] = rows.position_ids.astype(np.int32, copy=False)
+            arrays["prefix_starts"] = rows.prefix_starts.astype(np.int32, copy=False)
+            arrays["prefix_ends"] = rows.prefix_ends.astype(np.int32, copy=False)
+            arrays["doc_roles"] = np.concatenate(rows.row_doc_roles()).astype(np.uint8)
         for key, array in arrays.items():
             path = self.out_dir / f"{name}.{key}.npy"
             self._written.append(path)
@@ -134,9 +181,11 @@ class ShardWriter:
             self._write(self._queue.take(len(self._queue)))
         index = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": TREE_VERSION if self.trees else VERSION,
             "seq_len": self.seq_len,
             "pad_id": self.pad_id,
+            "history": self.history,
+            "trees": self.trees,
             "rows": sum(int(s["rows"]) for s in self.shards),
             "documents": sum(int(s["documents"]) for s in self.shards),
             "shards": self.shards,
@@ -162,13 +211,22 @@ class ShardReader:
             raise SourceError(f"{index_path} is not valid JSON: {e}") from e
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise SourceError(f"{index_path} is not a turnpack prepared-shard index")
-        if index.get("version") != VERSION:
+        version = index.get("version")
+        if version not in (VERSION, TREE_VERSION):
             raise SourceError(
-                f"{index_path} has format version {index.get('version')}, this turnpack reads {VERSION}"
+                f"{index_path} has format version {version}, this turnpack reads {VERSION} and {TREE_VERSION}"
+            )
+        #: True for a folder of prefix-tree rows (prepared with history="expand").
+        self.trees = index.get("trees", False) is True
+        if self.trees != (version == TREE_VERSION):
+            raise SourceError(
+                f"{index_path} is inconsistent: format version {version} with trees={index.get('trees')}"
             )
         self.index: dict[str, Any] = index
         self.seq_len = int(index["seq_len"])
         self.pad_id = int(index["pad_id"])
+        #: The encoding's history option; None for folders prepared before it was recorded.
+        self.history: str | None = index.get("history")
         self.shards: list[dict[str, Any]] = list(index["shards"])
         self.starts = np.cumsum([0] + [int(s["rows"]) for s in self.shards])
         self.num_rows = int(self.starts[-1])
@@ -187,17 +245,24 @@ class ShardReader:
         arrays = self._open.get(s)
         if arrays is None:
             name = self.shards[s]["name"]
+            if not self.trees and (self.path / f"{name}.prefix_starts.npy").exists():
+                raise SourceError(
+                    f"shard {name} in {self.path} holds prefix-tree arrays but {INDEX_FILE} says plain rows: "
+                    "read as plain rows, its branches would train without their context"
+                )
             arrays = {}
-            for key in _ARRAYS:
+            for key in _ARRAYS + (_TREE_ARRAYS if self.trees else ()):
                 file = self.path / f"{name}.{key}.npy"
                 try:
                     arrays[key] = np.load(file, mmap_mode="r")
                 except (OSError, ValueError) as e:
                     raise SourceError(f"cannot read {file}: {e}") from e
             rows = int(self.shards[s]["rows"])
-            if arrays["input_ids"].shape != (rows, self.seq_len) or arrays["doc_offsets"].shape != (
-                rows + 1,
-            ):
+            shapes = {"input_ids": (rows, self.seq_len), "doc_offsets": (rows + 1,)}
+            if self.trees:
+                documents = arrays["doc_lens"].shape
+                shapes.update(dict.fromkeys(_TREE_ARRAYS[:3], (rows, self.seq_len)), doc_roles=documents)
+            if any(arrays[key].shape != shape for key, shape in shapes.items()):
                 raise SourceError(f"shard {name} in {self.path} does not match {INDEX_FILE}")
             self._open[s] = arrays
         return arrays
@@ -208,7 +273,8 @@ class ShardReader:
         shard_of = np.searchsorted(self.starts, indices, side="right") - 1
         input_ids = np.empty((len(indices), self.seq_len), np.int32)
         labels = np.empty((len(indices), self.seq_len), np.int32)
-        doc_lens, sample_ids = [], []
+        per_token = {key: np.empty((len(indices), self.seq_len), np.int32) for key in _TREE_ARRAYS[:3]}
+        doc_lens, sample_ids, doc_roles = [], [], []
         for k, (row, s) in enumerate(zip(indices.tolist(), shard_of.tolist())):
             shard = self._shard(s)
             local = row - int(self.starts[s])
@@ -217,4 +283,10 @@ class ShardReader:
             a, b = int(shard["doc_offsets"][local]), int(shard["doc_offsets"][local + 1])
             doc_lens.append(np.asarray(shard["doc_lens"][a:b]))
             sample_ids.append(np.asarray(shard["sample_ids"][a:b]))
-        return Rows.from_documents(input_ids, labels, doc_lens, sample_ids)
+            if self.trees:
+                for key, out in per_token.items():
+                    out[k] = shard[key][local]
+                doc_roles.append(np.asarray(shard["doc_roles"][a:b]))
+        if not self.trees:
+            return Rows.from_documents(input_ids, labels, doc_lens, sample_ids)
+        return Rows.from_documents(input_ids, labels, doc_lens, sample_ids, **per_token, doc_roles=doc_roles)
