@@ -333,8 +333,11 @@ def test_tree_rows_train_like_the_expanded_samples_one_by_one():
         assert abs(tree_loss(False).item() - loss.item()) > 1e-3
 
 
-def test_dataset_options_take_history_and_refuse_expand_until_rows_carry_trees():
-    assert turnpack.PackingOptions(history="faithful").encode_kwargs() == {"history": "faithful"}
-    assert turnpack.PackingOptions.from_encode_kwargs({"history": "faithful"}).history == "faithful"
-    with pytest.raises(ValueError, match="not supported by datasets and prepare yet"):
-        turnpack.PackingOptions(history="expand")
+def test_dataset_options_take_every_history_and_check_it():
+    for history in ("faithful", "expand"):
+        assert turnpack.PackingOptions(history=history).encode_kwargs() == {"history": history}
+        assert turnpack.PackingOptions.from_encode_kwargs({"history": history}).history == history
+    assert turnpack.PackingOptions().encode_kwargs() == {}
+    # checked when made: it decides whether rows carry prefix trees (tests/test_dataset_tree.py)
+    with pytest.raises(ValueError, match="history must be one of 'rendered', 'faithful', 'expand'"):
+        turnpack.PackingOptions(history="all")

@@ -16,9 +16,12 @@ from typing import Any, Literal
 
 from turnpack._core import DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS, Packer
 
-__all__ = ["DEFAULT_BUFFER", "DEFAULT_MAX_OPEN_ROWS", "ENCODE_OPTIONS", "PackingOptions"]
+__all__ = ["DEFAULT_BUFFER", "DEFAULT_MAX_OPEN_ROWS", "ENCODE_OPTIONS", "HISTORIES", "PackingOptions"]
 
 # DEFAULT_BUFFER, DEFAULT_MAX_OPEN_ROWS: the packer's own defaults, from the core.
+
+#: The values of the `history` option (`ChatTokenizer.encode`); `"expand"` makes prefix-tree rows.
+HISTORIES: tuple[str, ...] = ("rendered", "faithful", "expand")
 
 # encode_batch arguments that the pipeline sets itself, per call.
 _RESERVED = frozenset({"conversations", "num_threads", "on_error", "sample_ids"})
@@ -32,8 +35,10 @@ class PackingOptions:
         tools: tools for every conversation that does not bring its own (a record's `tools` win).
         supervise, eot, start, spans, boundary, method: which tokens are trained, and how they are found.
         history: what is trained of turns the template rewrites in history (`"rendered"`, the default,
-            or `"faithful"`; see `ChatTokenizer.encode`). `"expand"` (prefix-tree rows) is not carried
-            by datasets and prepared shards yet: encode with it and pack with `turnpack.Packer`.
+            `"faithful"` or `"expand"`; see `ChatTokenizer.encode`). `"expand"` makes prefix-tree rows:
+            their batches and shards carry `prefix_starts`/`prefix_ends` (and document roles), which
+            the attention mask must be given (`turnpack.attention`). Checked here, since it decides the
+            rows' layout and not only the encoding.
         template_kwargs: further template variables, e.g. `{"enable_thinking": False}`.
 
     Packing (see `turnpack.pack`):
@@ -53,7 +58,7 @@ class PackingOptions:
     spans: Literal["diff", "generation"] = "diff"
     boundary: Literal["merge", "split"] = "merge"
     method: Literal["auto", "per_message"] = "auto"
-    history: Literal["rendered", "faithful"] = "rendered"
+    history: Literal["rendered", "faithful", "expand"] = "rendered"
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     buffer: int = DEFAULT_BUFFER
     max_open_rows: int = DEFAULT_MAX_OPEN_ROWS
@@ -65,13 +70,11 @@ class PackingOptions:
         if named:
             raise ValueError(f"{', '.join(named)} are options of their own, not template variables")
         _check_reserved(self.template_kwargs)
-        if self.history == "expand":
-            # Rows, batches and shards do not carry prefix_starts/prefix_ends yet: packing branches
-            # without them would train each branch blind to its context.
+        if self.history not in HISTORIES:
+            # The encoder would refuse it too, but only at the first record; the writer and the dataset
+            # decide from it whether rows carry prefix trees.
             raise ValueError(
-                'history="expand" is not supported by datasets and prepare yet (their rows do not carry '
-                "the prefix-tree arrays): encode with ChatTokenizer.encode(..., history='expand'), pack "
-                "with turnpack.Packer or turnpack.pack, and build masks with prefix_starts/prefix_ends"
+                f"history must be one of {', '.join(map(repr, HISTORIES))}, got {self.history!r}"
             )
         # A copy, so that changing the caller's dict later cannot change these options. (A plain dict,
         # not a read-only proxy: options are pickled to DataLoader workers, and proxies do not pickle.)

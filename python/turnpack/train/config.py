@@ -14,6 +14,7 @@ reference model on the built-in example dataset for a short CPU run)::
     source = "example"         # "example" or "dataset" (files or a `turnpack prepare` folder at `path`)
     seq_len = 512
     batch_size = 8             # packed rows per rank per micro-step
+    history = "rendered"       # or "faithful", or "expand" (rewritten turns as prefix-tree branches)
 
     [train]
     max_steps = 300
@@ -147,6 +148,12 @@ class DataConfig:
     shuffle: bool = True
     #: What to do with a conversation longer than seq_len: "drop" or "truncate".
     overflow: Literal["drop", "truncate"] = "drop"
+    #: What is trained of assistant turns the chat template rewrites in history (Qwen3 drops their
+    #: reasoning): "rendered" (as rendered), "faithful" (untrained) or "expand" (trained in their
+    #: inference context as prefix-tree branches; batches then carry prefix_starts/prefix_ends, which
+    #: the loop gives to the attention mask). See ChatTokenizer.encode. A prepared folder keeps the
+    #: history it was prepared with; "expand" there requires a folder prepared with it.
+    history: Literal["rendered", "faithful", "expand"] = "rendered"
     #: DataLoader worker processes per rank for the dataset source (0: read in the training process).
     num_workers: int = 0
 
@@ -155,8 +162,8 @@ class DataConfig:
 
     def packing_options(self, pad_id: int = 0) -> PackingOptions:
         """How this source's conversations are encoded and packed: the defaults, with this section's
-        ``overflow`` and the source's padding token ``pad_id``."""
-        return PackingOptions(overflow=self.overflow, pad_id=pad_id)
+        ``overflow`` and ``history`` and the source's padding token ``pad_id``."""
+        return PackingOptions(overflow=self.overflow, history=self.history, pad_id=pad_id)
 
 
 @dataclass

@@ -216,7 +216,13 @@ def _chat_dataset_source(config: DataConfig, rank: int, world_size: int, seed: i
     if prepared:
         from turnpack.data.shards import ShardReader
 
-        recorded = ShardReader(prepared_dir(config.path)).index.get("metadata", {}).get("vocab_size")
+        reader = ShardReader(prepared_dir(config.path))
+        if config.history == "expand" and not reader.trees:
+            raise ConfigError(
+                f"data.history = 'expand' but data.path {config.path} holds no prefix trees: prepare it "
+                'with --encode-kwargs \'{"history": "expand"}\''
+            )
+        recorded = reader.index.get("metadata", {}).get("vocab_size")
         if recorded is not None and vocab_size is not None and recorded != vocab_size:
             raise ConfigError(
                 f"data.path {config.path} was prepared with a tokenizer of {recorded} tokens, but "
