@@ -34,6 +34,18 @@ __all__ = [
 Message: TypeAlias = Mapping[str, Any]
 Conversation: TypeAlias = Sequence[Message]
 Supervise: TypeAlias = Literal["assistant", "last_assistant", "all"]
+Role: TypeAlias = Literal[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "ipython",
+    "function",
+    "tool_response",
+    "observation",
+    "document",
+]
 Start: TypeAlias = Literal["prompt", "content"]
 SpanSource: TypeAlias = Literal["diff", "generation"]
 Boundary: TypeAlias = Literal["merge", "split"]
@@ -92,6 +104,10 @@ class Encoding:
         turn but the last (where the template prints contents verbatim), and three per turn that
         check fails for."""
     @property
+    def loss_weights(self) -> npt.NDArray[np.float32] | None:
+        """Per-token loss weights, `[n]`: each trained token's message `weight` (0 elsewhere); None when
+        every trained message weighs 1."""
+    @property
     def rewrites(self) -> list[dict[str, Any]]:
         """The supervised turns this rendering shows differently from how the model writes them (Qwen3
         and most reasoning templates drop earlier turns' reasoning), found in every `history` mode, in
@@ -110,7 +126,8 @@ class Encoding:
         `message`, `prefix_len` (tokens of `input_ids` it attends to), `input_ids` (int32: the trunk's
         token at `prefix_len`, then the target's tokens tokenized on their own; for a sample of its own
         the context's tokens, then the target's) and `mask` (bool: the target's tokens). Packing an
-        Encoding packs its branches with it (`PackedBatch.prefix_starts`)."""
+        Encoding packs its branches with it (`PackedBatch.prefix_starts`). `loss_weights` (float32 or
+        None) as `Encoding.loss_weights`."""
     def __len__(self) -> int: ...
 
 @final
@@ -159,7 +176,7 @@ class ChatTokenizer:
         messages: Conversation,
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
-        supervise: Supervise = "assistant",
+        supervise: Supervise | Sequence[Role] = "assistant",
         eot: Eot = "auto",
         start: Start = "prompt",
         spans: SpanSource = "diff",
@@ -180,6 +197,12 @@ class ChatTokenizer:
         `method="auto"` finds every message's blanked rendering from four renderings when the
         template is local (checked; else per message); `"per_message"` always renders per message
         (the reference; same results).
+        `supervise` may also be a list of roles to train (axolotl's `roles_to_train`, e.g.
+        `["assistant", "tool"]` or `["user"]`): their spans are found the same way (the message blanked
+        with its own role); spans of other roles than assistant start where the message's text starts.
+        A message's `"weight"` is any non-negative number: 0 leaves it untrained, others scale its tokens'
+        loss (`Encoding.loss_weights`, `PackedBatch.loss_weights`; the training loss is then the
+        weighted mean over trained tokens).
         `history` decides what is trained of turns the template rewrites in history (Qwen3 drops the
         reasoning of turns before the last user message; see `Encoding.rewrites`, reported in every
         mode): `"rendered"` (the default) trains them as rendered, `"faithful"` only as context,
@@ -190,7 +213,7 @@ class ChatTokenizer:
         conversations: Iterable[Conversation | Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
-        supervise: Supervise = "assistant",
+        supervise: Supervise | Sequence[Role] = "assistant",
         eot: Eot = "auto",
         start: Start = "prompt",
         spans: SpanSource = "diff",
@@ -300,6 +323,10 @@ class PackedBatch:
     def prefix_ends(self) -> npt.NDArray[np.int32] | None:
         """See `prefix_starts`."""
     @property
+    def loss_weights(self) -> npt.NDArray[np.float32] | None:
+        """When a packed sample had loss weights (messages weighted other than 1), else None: `[rows,
+        seq_len]` weight of each label (its target token's weight; 0 where the label is -100)."""
+    @property
     def doc_roles(self) -> npt.NDArray[np.uint8] | None:
         """Prefix-tree rows only: per document (as `doc_lens`), 0 for a sample's own document, 1 for a
         branch, 2 for a context copy of a trunk's first tokens (a tree split over rows)."""
@@ -355,7 +382,7 @@ class Packer:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         sample_ids: Sequence[int] | None = None,
-        supervise: Supervise = "assistant",
+        supervise: Supervise | Sequence[Role] = "assistant",
         eot: Eot = "auto",
         start: Start = "prompt",
         spans: SpanSource = "diff",

@@ -146,6 +146,7 @@ class HFCausalLM(nn.Module):
         dense_mask: Tensor | None = None,
         labels: Tensor | None = None,
         loss_reduction: Literal["mean", "sum"] = "mean",
+        loss_weights: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits, and the loss over turnpack's shifted ``labels`` when given.
 
@@ -159,7 +160,7 @@ class HFCausalLM(nn.Module):
         out = self.hf(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, use_cache=False)
         if labels is None:
             return out.logits
-        return out.logits, next_token_loss(out.logits, labels, loss_reduction)
+        return out.logits, next_token_loss(out.logits, labels, loss_reduction, loss_weights)
 
 
 def _import_transformers() -> Any:

@@ -208,9 +208,10 @@ def build_optimizer(model: nn.Module, section: TrainSection, device: torch.devic
 class StepTotals(NamedTuple):
     """Totals of one optimizer step over the global batch (all micro-batches, all ranks)."""
 
-    loss_sum: Tensor  # summed cross-entropy of the trained tokens (float32)
+    loss_sum: Tensor  # summed (weighted) cross-entropy of the trained tokens (float32)
     trained: Tensor  # trained tokens, labels != -100 (int64)
     positions: Tensor  # all positions, padding included (int64)
+    weight: Tensor  # the loss's normaliser: summed loss weights of the trained tokens (float32)
 
 
 def forward_backward(
@@ -224,8 +225,10 @@ def forward_backward(
     """Accumulate the gradient of one optimizer step; return the step's global totals.
 
     The loss of a step is the mean cross-entropy over every trained token of
-    the global batch (all micro-batches on all ranks): ``loss_sum / trained``
-    of the returned (all-reduced) totals.
+    the global batch (all micro-batches on all ranks): ``loss_sum / weight``
+    of the returned (all-reduced) totals. Batches with ``loss_weights`` (messages
+    with a ``weight`` other than 1) make it the weighted mean; without them
+    ``weight`` is the number of trained tokens.
 
     Args:
         model: what to call: ``raw_model`` itself, or wrapped by DDP / torch.compile.
@@ -240,7 +243,18 @@ def forward_backward(
     positions = torch.tensor(sum(b["labels"].numel() for b in micro_batches), device=device)
     # One all-reduce for both counts, in int64: exact however large the batch.
     trained, positions = _all_reduce_sum(torch.stack([trained, positions]), info).unbind()
-    scale = info.world_size / trained.clamp_min(1).to(torch.float32)
+    if any("loss_weights" in b for b in micro_batches):
+        weight = sum(
+            (b["loss_weights"].float() * (b["labels"] != IGNORE_INDEX)).sum()
+            if "loss_weights" in b
+            else (b["labels"] != IGNORE_INDEX).sum().float()
+            for b in micro_batches
+        )
+        # every rank must take part: ranks whose batches carry no weights sum their counts
+        weight = _all_reduce_sum(torch.as_tensor(weight, dtype=torch.float32, device=device), info)
+    else:
+        weight = trained.to(torch.float32)
+    scale = info.world_size / weight.clamp_min(torch.finfo(torch.float32).tiny)
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(micro_batches):
         # Only the last micro-batch all-reduces gradients; the others accumulate locally.
@@ -259,11 +273,12 @@ def forward_backward(
                     batch["position_ids"],
                     labels=batch["labels"],
                     loss_reduction="sum",
+                    loss_weights=batch.get("loss_weights"),
                     **masks,
                 )
             (micro_sum * scale).backward()
         loss_sum += micro_sum.detach()
-    return StepTotals(_all_reduce_sum(loss_sum, info), trained, positions)
+    return StepTotals(_all_reduce_sum(loss_sum, info), trained, positions, weight)
 
 
 # --------------------------------------------------------------------- train
@@ -445,11 +460,14 @@ def _train(
             batch = next(batches)
         # Loaders hand out int64 already (ChatDataset and PackedBatches widen once): only move them.
         # Prefix-tree rows bring two more arrays; batch_keys refuses half of them.
-        return {k: batch[k].to(device=device, non_blocking=True) for k in batch_keys(batch, "a loader batch")}
+        # Per-label loss weights (messages weighted other than 1) travel as float32.
+        keys = (*batch_keys(batch, "a loader batch"), *(("loss_weights",) if "loss_weights" in batch else ()))
+        return {k: batch[k].to(device=device, non_blocking=True) for k in keys}
 
     result = TrainResult(raw_model, step, source=source)
     # Totals since the last log line, kept on the device so that no step waits for the GPU.
-    zeros = [torch.zeros((), device=device, dtype=dtype) for dtype in (torch.float32, torch.long, torch.long)]
+    dtypes = (torch.float32, torch.long, torch.long, torch.float32)
+    zeros = [torch.zeros((), device=device, dtype=dtype) for dtype in dtypes]
     window = StepTotals(*zeros)
     window_start = time.perf_counter()
     while step < tc.max_steps:
@@ -466,12 +484,12 @@ def _train(
         for total, add in zip(window, totals):
             total += add
         if step % tc.log_every == 0 or step == tc.max_steps:
-            loss_sum, trained, tokens = (t.item() for t in window)  # waits for the GPU: time after it
+            loss_sum, trained, tokens, weight = (t.item() for t in window)  # waits for the GPU: time after it
             elapsed = time.perf_counter() - window_start
             record = {
                 "step": step,
                 "max_steps": tc.max_steps,
-                "loss": loss_sum / max(trained, 1),
+                "loss": loss_sum / weight if weight > 0 else 0.0,
                 "lr": lr,
                 "grad_norm": grad_norm.item(),
                 "tokens": tokens,

@@ -280,23 +280,42 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-def next_token_loss(logits: Tensor, labels: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
+def next_token_loss(
+    logits: Tensor,
+    labels: Tensor,
+    reduction: Literal["mean", "sum"] = "mean",
+    loss_weights: Tensor | None = None,
+) -> Tensor:
     """Cross-entropy (in float32) of ``logits[b, t]`` against ``labels[b, t]``, turnpack's shifted labels.
 
     ``"sum"``: summed over the trained tokens (labels != -100); ``"mean"``: divided by their count
-    (0 if there are none).
+    (0 if there are none). With ``loss_weights`` (``[batch, seq_len]``, the packer's per-label
+    weights from messages' ``weight``), each token's loss is scaled by its weight and ``"mean"`` is
+    the weighted mean (divided by the sum of the trained tokens' weights).
     """
-    loss_sum = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        labels.reshape(-1).long(),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown loss_reduction {reduction!r}")
+    flat_labels = labels.reshape(-1).long()
+    if loss_weights is None:
+        loss_sum = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            flat_labels,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        if reduction == "sum":
+            return loss_sum
+        return loss_sum / (labels != IGNORE_INDEX).sum().clamp_min(1)
+    if loss_weights.shape != labels.shape:
+        raise ValueError(f"loss_weights has shape {tuple(loss_weights.shape)}, labels {tuple(labels.shape)}")
+    per_token = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), flat_labels, ignore_index=IGNORE_INDEX, reduction="none"
     )
+    weights = loss_weights.reshape(-1).float() * (flat_labels != IGNORE_INDEX)
+    loss_sum = (per_token * weights).sum()
     if reduction == "sum":
         return loss_sum
-    if reduction != "mean":
-        raise ValueError(f"unknown loss_reduction {reduction!r}")
-    return loss_sum / (labels != IGNORE_INDEX).sum().clamp_min(1)
+    return loss_sum / weights.sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
 class Transformer(nn.Module):
@@ -390,6 +409,7 @@ class Transformer(nn.Module):
         dense_mask: Tensor | None = None,
         labels: Tensor | None = None,
         loss_reduction: Literal["mean", "sum"] = "mean",
+        loss_weights: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Compute logits, and the loss when ``labels`` are given.
 
@@ -407,6 +427,9 @@ class Transformer(nn.Module):
                 trained tokens of the whole batch divided by their count (0 if
                 there are none); ``"sum"``: the sum, for callers that normalise
                 across micro-batches themselves.
+            loss_weights: ``[batch, seq_len]`` per-label weights (the packer's
+                ``loss_weights``): the loss is their weighted sum / mean
+                (:func:`next_token_loss`).
 
         Returns:
             ``logits`` ``[batch, seq_len, vocab]``, or ``(logits, loss)``.
@@ -431,7 +454,7 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.norm(x))
         if labels is None:
             return logits
-        return logits, next_token_loss(logits, labels, loss_reduction)
+        return logits, next_token_loss(logits, labels, loss_reduction, loss_weights)
 
     # -------------------------------------------------------------- generate
     @torch.no_grad()

@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::Path;
 
 /// One encoded conversation. Offsets and spans are byte positions in `text`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Encoded {
     /// The rendering.
     pub text: String,
@@ -22,6 +22,9 @@ pub struct Encoded {
     pub offsets: Vec<(usize, usize)>,
     /// Per token: whether it is trained.
     pub mask: Vec<bool>,
+    /// Per token loss weight (its message's `weight` on trained tokens, 0 elsewhere); empty when
+    /// every trained message weighs 1.
+    pub loss_weights: Vec<f32>,
     /// Trained byte ranges of `text` (end-of-turn included), in order.
     pub spans: Vec<Range<usize>>,
     /// The message index of each span (`None` for generation blocks and `Supervise::All`).
@@ -65,9 +68,12 @@ impl Encoded {
                 prefix_len: b.prefix_len,
                 input_ids: b.input_ids,
                 mask: b.mask,
+                loss_weights: b.loss_weights,
             })
             .collect();
-        Sample::new(id, self.ids, self.mask).with_branches(branches)
+        let mut sample = Sample::new(id, self.ids, self.mask).with_branches(branches);
+        sample.loss_weights = self.loss_weights;
+        sample
     }
 
     /// A character index of `text`, to express offsets and spans as Python's string positions.
@@ -210,7 +216,9 @@ impl ChatTokenizer {
                 rewrite.training = if rewrite.target.is_empty() {
                     RewriteTraining::Empty
                 } else {
-                    let (branch, kind) = history::branch(&self.tokenizer, &rewrite, text, &tokens)?;
+                    let weight = conv.messages[rewrite.message].loss_weight();
+                    let (branch, kind) =
+                        history::branch(&self.tokenizer, &rewrite, weight, text, &tokens)?;
                     branches.push(branch);
                     kind
                 };
@@ -219,7 +227,18 @@ impl ChatTokenizer {
         }
         rewrites.reverse();
         branches.reverse();
+        let span_weights: Vec<f64> = found
+            .span_messages
+            .iter()
+            .map(|m| m.map_or(1.0, |i| conv.messages[i].loss_weight()))
+            .collect();
+        let loss_weights = if span_weights.iter().all(|&w| w == 1.0) {
+            Vec::new()
+        } else {
+            mask::token_weights(&tokens.offsets, &found.spans, &span_weights)
+        };
         Ok(Encoded {
+            loss_weights,
             mask: mask::tokens_overlapping(&tokens.offsets, &found.spans),
             ids: tokens.ids,
             offsets: tokens.offsets,

@@ -75,7 +75,7 @@ pub struct Rewrite {
 
 /// A rewritten turn trained in its inference context: tokens that attend to the trunk's first
 /// `prefix_len` tokens and to themselves, with positions continuing from `prefix_len`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Branch {
     /// The message's index.
     pub message: usize,
@@ -87,6 +87,8 @@ pub struct Branch {
     pub input_ids: Vec<u32>,
     /// Per token: whether it is trained (the target's tokens).
     pub mask: Vec<bool>,
+    /// Per token loss weights (the message's `weight` on trained tokens), empty when it is 1.
+    pub loss_weights: Vec<f32>,
 }
 
 impl Branch {
@@ -124,6 +126,9 @@ impl HistoryCheck<'_> {
         let mut compressed: Option<Option<Compressed>> = None;
         for (j, (span, message)) in found.spans.iter().zip(&found.span_messages).enumerate() {
             let Some(i) = *message else { continue };
+            if !self.conversation.messages[i].is_assistant() {
+                continue; // only assistant turns have an inference context of their own
+            }
             if i + 1 >= self.messages.len() {
                 continue; // the last message: its own rendering is the full one
             }
@@ -237,6 +242,7 @@ impl HistoryCheck<'_> {
 pub(crate) fn branch(
     tokenizer: &TextTokenizer,
     r: &Rewrite,
+    weight: f64,
     text: &str,
     trunk: &Tokens,
 ) -> Result<(Branch, RewriteTraining)> {
@@ -261,12 +267,20 @@ pub(crate) fn branch(
     let mut mask = vec![false; input_ids.len()];
     input_ids.extend(&target.ids);
     mask.resize(input_ids.len(), true);
+    let loss_weights = if weight == 1.0 {
+        Vec::new()
+    } else {
+        mask.iter()
+            .map(|&m| if m { weight as f32 } else { 0.0 })
+            .collect()
+    };
     Ok((
         Branch {
             message: r.message,
             prefix_len,
             input_ids,
             mask,
+            loss_weights,
         },
         kind,
     ))

@@ -4,8 +4,8 @@
 use crate::{Error, Result};
 use std::str::FromStr;
 
-/// Which assistant messages are trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which messages are trained.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Supervise {
     /// Every assistant message (minus those with `weight: 0`).
     #[default]
@@ -14,6 +14,39 @@ pub enum Supervise {
     LastAssistant,
     /// Every token of the rendering.
     All,
+    /// Every message with one of these roles (axolotl's `roles_to_train`), minus those with
+    /// `weight: 0`. Spans of other roles than `assistant` start where the message's text starts.
+    Roles(Vec<String>),
+}
+
+impl Supervise {
+    /// Whether a message with `role` is trained (before its weight is looked at).
+    pub fn trains_role(&self, role: &str) -> bool {
+        match self {
+            Supervise::Roles(roles) => roles.iter().any(|r| r == role),
+            Supervise::All => true,
+            _ => role == "assistant",
+        }
+    }
+
+    /// `Supervise::Roles` from role names, checked against the roles messages may have.
+    pub fn roles(roles: Vec<String>) -> Result<Self> {
+        if roles.is_empty() {
+            return Err(Error::InvalidArgument(
+                "supervise: a list of roles must name at least one role".into(),
+            ));
+        }
+        if let Some(bad) = roles
+            .iter()
+            .find(|r| !crate::template::KNOWN_ROLES.contains(&r.as_str()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "supervise: unknown role {bad:?} (expected one of {})",
+                crate::template::KNOWN_ROLES.join(", ")
+            )));
+        }
+        Ok(Supervise::Roles(roles))
+    }
 }
 
 /// Where a message's span starts.

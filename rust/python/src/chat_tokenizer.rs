@@ -4,7 +4,7 @@
 use crate::encoding::{ForPython, PyEncoding};
 use crate::errors::{to_py, to_py_with_context};
 use crate::inputs::{conversation, start_batch, str_pairs, tools_value, vars_from_dict, ReadBatch};
-use crate::options::{encode_options, skip_errors, EotArg};
+use crate::options::{encode_options, skip_errors, EotArg, SuperviseArg};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -120,7 +120,7 @@ impl PyChatTokenizer {
     }
 
     /// Encodes a conversation: token ids and the mask of trained tokens.
-    #[pyo3(signature = (messages, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", **template_kwargs))]
+    #[pyo3(signature = (messages, tools=None, *, supervise=SuperviseArg::ASSISTANT, eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", **template_kwargs))]
     #[pyo3(
         text_signature = "($self, messages, tools=None, *, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', history='rendered', **template_kwargs)"
     )]
@@ -130,7 +130,7 @@ impl PyChatTokenizer {
         py: Python<'_>,
         messages: &Bound<'_, PyAny>,
         tools: Option<&Bound<'_, PyAny>>,
-        supervise: &str,
+        supervise: SuperviseArg,
         eot: EotArg,
         start: &str,
         spans: &str,
@@ -157,7 +157,7 @@ impl PyChatTokenizer {
 
     /// Encodes many conversations in parallel (GIL released), with the same results as `encode`.
     /// `on_error="skip"` puts the exception in place of a failed sample instead of raising.
-    #[pyo3(signature = (conversations, tools=None, *, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", num_threads=None, on_error="raise", **template_kwargs))]
+    #[pyo3(signature = (conversations, tools=None, *, supervise=SuperviseArg::ASSISTANT, eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", num_threads=None, on_error="raise", **template_kwargs))]
     #[pyo3(
         text_signature = "($self, conversations, tools=None, *, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', history='rendered', num_threads=None, on_error='raise', **template_kwargs)"
     )]
@@ -167,7 +167,7 @@ impl PyChatTokenizer {
         py: Python<'_>,
         conversations: &Bound<'_, PyAny>,
         tools: Option<&Bound<'_, PyAny>>,
-        supervise: &str,
+        supervise: SuperviseArg,
         eot: EotArg,
         start: &str,
         spans: &str,

@@ -32,6 +32,10 @@ pub struct PyEncoding {
     /// How many renderings checking the history took (apart from `renders`).
     #[pyo3(get)]
     history_renders: usize,
+    /// Per-token loss weights, or None when every trained message weighs 1.
+    #[pyo3(get)]
+    loss_weights: Option<Py<PyArray1<f32>>>,
+    pub(crate) weights: Vec<f32>,
     /// Supervised turns the rendering rewrites, as dicts (see `_core.pyi`).
     #[pyo3(get)]
     rewrites: Py<PyList>,
@@ -115,14 +119,20 @@ impl PyEncoding {
             let ids: Vec<i32> = b.input_ids.iter().map(|&i| i as i32).collect();
             d.set_item("input_ids", ids.into_pyarray(py))?;
             d.set_item("mask", b.mask.clone().into_pyarray(py))?;
+            let w = (!b.loss_weights.is_empty()).then(|| b.loss_weights.clone().into_pyarray(py));
+            d.set_item("loss_weights", w)?;
             branches.append(d)?;
             tree.push(TreeBranch {
                 prefix_len: b.prefix_len,
                 input_ids: b.input_ids,
                 mask: b.mask,
+                loss_weights: b.loss_weights,
             });
         }
+        let weights = p.enc.loss_weights;
         Ok(PyEncoding {
+            loss_weights: (!weights.is_empty()).then(|| weights.clone().into_pyarray(py).unbind()),
+            weights,
             rewrites: rewrites.unbind(),
             branches: branches.unbind(),
             tree,

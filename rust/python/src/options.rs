@@ -4,7 +4,7 @@
 use crate::errors::to_py;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use turnpack_core::{EncodeOptions, Eot, Overflow, PackOptions};
+use turnpack_core::{EncodeOptions, Eot, Overflow, PackOptions, Supervise};
 
 /// The `eot` argument: `"auto"` (the default), `None` (off), or a list of end-of-turn strings.
 /// A type of its own so that an explicit `None` differs from the default.
@@ -40,9 +40,36 @@ impl<'a, 'py> FromPyObject<'a, 'py> for EotArg {
     }
 }
 
+/// The `supervise` argument: a name (`"assistant"`, `"last_assistant"`, `"all"`) or a list of
+/// roles to train (axolotl's `roles_to_train`).
+pub struct SuperviseArg(Supervise);
+
+impl SuperviseArg {
+    pub const ASSISTANT: SuperviseArg = SuperviseArg(Supervise::Assistant);
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SuperviseArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(s) = obj.extract::<String>() {
+            return s.parse().map(SuperviseArg).map_err(to_py);
+        }
+        match obj.extract::<Vec<String>>() {
+            Ok(roles) => Supervise::roles(roles).map(SuperviseArg).map_err(to_py),
+            Err(_) => {
+                let got = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                Err(PyValueError::new_err(format!(
+                    "supervise must be 'assistant', 'last_assistant', 'all' or a list of roles, got {got}"
+                )))
+            }
+        }
+    }
+}
+
 /// `encode`'s options from its keyword arguments.
 pub fn encode_options(
-    supervise: &str,
+    supervise: SuperviseArg,
     eot: EotArg,
     start: &str,
     spans: &str,
@@ -51,7 +78,7 @@ pub fn encode_options(
     history: &str,
 ) -> PyResult<EncodeOptions> {
     Ok(EncodeOptions {
-        supervise: supervise.parse().map_err(to_py)?,
+        supervise: supervise.0,
         start: start.parse().map_err(to_py)?,
         spans: spans.parse().map_err(to_py)?,
         eot: eot.0,

@@ -62,6 +62,9 @@ pub struct PyPackedBatch {
     prefix_ends: Option<Py<PyArray2<i32>>>,
     #[pyo3(get)]
     doc_roles: Option<Py<PyArray1<u8>>>,
+    /// `[rows, seq_len]` float32 weight of each label, when a packed sample had loss weights.
+    #[pyo3(get)]
+    loss_weights: Option<Py<PyArray2<f32>>>,
     /// Totals of the run that produced this batch (for a `Packer`: cumulative at that moment).
     #[pyo3(get)]
     stats: Py<PyDict>,
@@ -110,7 +113,11 @@ impl PyPackedBatch {
         } else {
             (None, None, None)
         };
+        let loss_weights = rows
+            .has_loss_weights()
+            .then(|| rect(py, std::mem::take(&mut rows.loss_weights), n, seq_len));
         Ok(PyPackedBatch {
+            loss_weights,
             prefix_starts,
             prefix_ends,
             doc_roles,

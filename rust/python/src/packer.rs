@@ -4,7 +4,7 @@
 use crate::chat_tokenizer::PyChatTokenizer;
 use crate::errors::{to_py, to_py_with_context};
 use crate::inputs::{start_batch, ReadBatch};
-use crate::options::{encode_options, pack_options, EotArg};
+use crate::options::{encode_options, pack_options, EotArg, SuperviseArg};
 use crate::packed_batch::{stats_dict, PyPackedBatch};
 use crate::samples::{self, sample_of};
 use pyo3::exceptions::PyValueError;
@@ -82,7 +82,7 @@ impl PyPacker {
     /// Returns per input `None` when it reached the packer (its stats count what it drops) or the
     /// exception that kept it out, as `encode_batch(on_error="skip")` gives it.
     /// `sample_ids` defaults to consecutive ids continuing the count of samples given so far.
-    #[pyo3(signature = (tokenizer, conversations, tools=None, *, sample_ids=None, supervise="assistant", eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", num_threads=None, **template_kwargs))]
+    #[pyo3(signature = (tokenizer, conversations, tools=None, *, sample_ids=None, supervise=SuperviseArg::ASSISTANT, eot=EotArg::AUTO, start="prompt", spans="diff", boundary="merge", method="auto", history="rendered", num_threads=None, **template_kwargs))]
     #[pyo3(
         text_signature = "($self, tokenizer, conversations, tools=None, *, sample_ids=None, supervise='assistant', eot='auto', start='prompt', spans='diff', boundary='merge', method='auto', history='rendered', num_threads=None, **template_kwargs)"
     )]
@@ -94,7 +94,7 @@ impl PyPacker {
         conversations: &Bound<'_, PyAny>,
         tools: Option<&Bound<'_, PyAny>>,
         sample_ids: Option<Vec<u64>>,
-        supervise: &str,
+        supervise: SuperviseArg,
         eot: EotArg,
         start: &str,
         spans: &str,

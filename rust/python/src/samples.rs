@@ -58,7 +58,9 @@ pub fn sample_of(item: &Bound<'_, PyAny>, id: u64, index: usize) -> PyResult<Sam
         let ids = enc.input_ids.bind(py).readonly();
         let ids = ids.as_slice()?.iter().map(|&v| v as u32).collect();
         let mask = enc.mask.bind(py).readonly().as_slice()?.to_vec();
-        return Ok(Sample::new(id, ids, mask).with_branches(enc.tree.clone()));
+        return Ok(Sample::new(id, ids, mask)
+            .with_loss_weights(enc.weights.clone())
+            .with_branches(enc.tree.clone()));
     }
     let (ids, mask) = if let Ok(d) = item.cast::<PyDict>() {
         let get = |k: &str| {
@@ -69,11 +71,16 @@ pub fn sample_of(item: &Bound<'_, PyAny>, id: u64, index: usize) -> PyResult<Sam
             Some(b) if !b.is_none() => branches_of(&b, &what)?,
             _ => Vec::new(),
         };
+        let weights = match d.get_item("loss_weights")? {
+            Some(w) if !w.is_none() => weights_of(&w, &what)?,
+            _ => Vec::new(),
+        };
         return Ok(Sample::new(
             id,
             ids_of(&get("input_ids")?, &what)?,
             mask_of(&get("mask")?, &what)?,
         )
+        .with_loss_weights(weights)
         .with_branches(branches));
     } else if let Ok(t) = item.cast::<PyTuple>() {
         if t.len() != 2 {
@@ -93,6 +100,15 @@ pub fn sample_of(item: &Bound<'_, PyAny>, id: u64, index: usize) -> PyResult<Sam
         ids_of(&ids, &what)?,
         mask_of(&mask, &what)?,
     ))
+}
+
+/// Loss weights of any float array-like (checked by the packer).
+fn weights_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, f32>>() {
+        return Ok(a.as_slice()?.to_vec());
+    }
+    obj.extract::<Vec<f32>>()
+        .map_err(|_| PyValueError::new_err(format!("{what}: loss_weights must be numbers")))
 }
 
 /// A dict sample's `branches`: dicts with `prefix_len`, `input_ids` and `mask` (as an
@@ -115,10 +131,15 @@ fn branches_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<TreeBranch>> 
         let prefix_len: usize = get("prefix_len")?.extract().map_err(|_| {
             PyValueError::new_err(format!("{what}: prefix_len must be a non-negative integer"))
         })?;
+        let loss_weights = match d.get_item("loss_weights")? {
+            Some(w) if !w.is_none() => weights_of(&w, &what)?,
+            _ => Vec::new(),
+        };
         out.push(TreeBranch {
             prefix_len,
             input_ids: ids_of(&get("input_ids")?, &what)?,
             mask: mask_of(&get("mask")?, &what)?,
+            loss_weights,
         });
     }
     Ok(out)

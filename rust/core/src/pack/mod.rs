@@ -74,7 +74,7 @@ pub const DEFAULT_MAX_OPEN_ROWS: usize = 16;
 /// One supervised sample: its tokens, which of them are trained, and a caller-chosen id that the
 /// packed output reports for every document (see [`PackedRows::sample_ids`]). With branches it is
 /// a prefix tree: `input_ids` is the trunk.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sample {
     /// Caller-supplied id, reported back per document.
     pub id: u64,
@@ -82,13 +82,16 @@ pub struct Sample {
     pub input_ids: Vec<u32>,
     /// `true` for tokens the model must learn to predict; same length as `input_ids`.
     pub mask: Vec<bool>,
+    /// Per token loss weights (finite, non-negative; read only where `mask` is set), or empty
+    /// for 1 everywhere.
+    pub loss_weights: Vec<f32>,
     /// Branches that attend to the trunk's first tokens (see [`TreeBranch`]).
     pub branches: Vec<TreeBranch>,
 }
 
 /// A branch of a prefix-tree sample: a document that attends to the trunk's first `prefix_len`
 /// tokens and to itself causally, its positions starting at `prefix_len`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TreeBranch {
     /// Trunk tokens it sees (0: none, an independent document).
     pub prefix_len: usize,
@@ -96,6 +99,8 @@ pub struct TreeBranch {
     pub input_ids: Vec<u32>,
     /// Trained flags, as a sample's.
     pub mask: Vec<bool>,
+    /// Loss weights, as a sample's.
+    pub loss_weights: Vec<f32>,
 }
 
 impl Sample {
@@ -105,8 +110,15 @@ impl Sample {
             id,
             input_ids,
             mask,
+            loss_weights: Vec::new(),
             branches: Vec::new(),
         }
+    }
+
+    /// This sample with per-token loss weights (empty: 1 everywhere).
+    pub fn with_loss_weights(mut self, loss_weights: Vec<f32>) -> Self {
+        self.loss_weights = loss_weights;
+        self
     }
 
     /// This sample with branches: a prefix tree whose trunk is its tokens.
@@ -258,7 +270,7 @@ impl PackStats {
 
 /// Packed rows. Per-token arrays are row-major `[rows(), seq_len]`; per-document arrays are flat
 /// with [`Self::row_doc_offsets`] delimiting each row's documents.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PackedRows {
     /// Length of every row.
     pub seq_len: usize,
@@ -286,6 +298,9 @@ pub struct PackedRows {
     /// Per document, with the tree arrays: its [`DocRole`] as `u8` (a sample is in these rows
     /// once per document of role 0).
     pub doc_roles: Vec<u8>,
+    /// Present when a sample with loss weights was written (else empty): per position, the weight
+    /// of the label there (its target token's weight; 0 where the label is [`IGNORE_INDEX`]).
+    pub loss_weights: Vec<f32>,
 }
 
 impl PackedRows {
@@ -321,6 +336,22 @@ impl PackedRows {
     /// Whether the rows carry the prefix-tree arrays.
     pub fn has_tree(&self) -> bool {
         !self.doc_roles.is_empty() || !self.prefix_starts.is_empty()
+    }
+
+    /// Whether the rows carry loss weights.
+    pub fn has_loss_weights(&self) -> bool {
+        !self.loss_weights.is_empty()
+    }
+
+    /// Starts the loss weights: 1 for every label written so far, 0 where there is none.
+    fn ensure_loss_weights(&mut self) {
+        if !self.has_loss_weights() {
+            self.loss_weights = self
+                .labels
+                .iter()
+                .map(|&l| if l == IGNORE_INDEX { 0.0 } else { 1.0 })
+                .collect();
+        }
     }
 
     /// Starts the prefix-tree arrays, empty ranges and sample roles for what is written so far.
@@ -405,6 +436,14 @@ impl PackedRows {
             *self = other;
             return;
         }
+        if other.has_loss_weights() {
+            self.ensure_loss_weights();
+        }
+        if self.has_loss_weights() {
+            let mut other = other.clone();
+            other.ensure_loss_weights();
+            self.loss_weights.extend_from_slice(&other.loss_weights);
+        }
         if other.has_tree() {
             self.ensure_tree();
         }
@@ -436,8 +475,10 @@ impl PackedRows {
     }
 
     /// Writes one document at the end of the current row.
-    fn write_doc(&mut self, stats: &mut PackStats, doc: i32, id: u64, ids: &[u32], mask: &[bool]) {
-        self.write_segment(doc, id, ids, mask, 0);
+    fn write_doc(&mut self, stats: &mut PackStats, doc: i32, s: &Sample, len: usize) {
+        let (ids, mask) = (&s.input_ids[..len], &s.mask[..len]);
+        let weights = (!s.loss_weights.is_empty()).then(|| &s.loss_weights[..len]);
+        self.write_segment(doc, s.id, ids, mask, weights, 0);
         if self.has_tree() {
             self.prefix_starts.resize(self.input_ids.len(), 0);
             self.prefix_ends.resize(self.input_ids.len(), 0);
@@ -455,11 +496,14 @@ impl PackedRows {
         let base = self.input_ids.len() - self.rows() * self.seq_len;
         for seg in &piece.segments {
             let range = seg.start..seg.start + seg.len;
+            let weights =
+                (!piece.loss_weights.is_empty()).then(|| &piece.loss_weights[range.clone()]);
             self.write_segment(
                 doc,
                 id,
                 &piece.ids[range.clone()],
                 &piece.mask[range],
+                weights,
                 seg.position,
             );
             let (a, b) = seg.prefix;
@@ -486,7 +530,26 @@ impl PackedRows {
     }
 
     /// Writes the tokens, labels, positions (from `position`) and document id of one document.
-    fn write_segment(&mut self, doc: i32, id: u64, ids: &[u32], mask: &[bool], position: usize) {
+    fn write_segment(
+        &mut self,
+        doc: i32,
+        id: u64,
+        ids: &[u32],
+        mask: &[bool],
+        weights: Option<&[f32]>,
+        position: usize,
+    ) {
+        // (checked before: the weights of an empty output are empty until this document's)
+        let weighted = weights.is_some() || self.has_loss_weights();
+        if weights.is_some() {
+            self.ensure_loss_weights();
+        }
+        if weighted {
+            let w = |t: usize| weights.map_or(1.0, |w| w[t]);
+            self.loss_weights
+                .extend((1..ids.len()).map(|t| if mask[t] { w(t) } else { 0.0 }));
+            self.loss_weights.push(0.0);
+        }
         let n = ids.len();
         debug_assert!(n >= 1 && n == mask.len());
         self.input_ids.extend_from_slice(ids);
@@ -519,6 +582,9 @@ impl PackedRows {
         if self.has_tree() {
             self.prefix_starts.resize(end, 0);
             self.prefix_ends.resize(end, 0);
+        }
+        if self.has_loss_weights() {
+            self.loss_weights.resize(end, 0.0);
         }
         self.row_doc_offsets.push(self.doc_lens.len());
         stats.padding_tokens += pad as u64;
@@ -608,6 +674,34 @@ enum Verdict {
     Drop(DropReason),
 }
 
+/// Loss weights, where given, have one finite non-negative value per token (branches too).
+fn check_loss_weights(s: &Sample) -> Result<()> {
+    let check = |what: String, w: &[f32], n: usize| -> Result<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        if w.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "sample {}: {what}loss_weights has {} values for {n} tokens",
+                s.id,
+                w.len()
+            )));
+        }
+        match w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+            Some(t) => Err(Error::InvalidArgument(format!(
+                "sample {}: {what}loss weight {} at position {t} is not a non-negative number",
+                s.id, w[t]
+            ))),
+            None => Ok(()),
+        }
+    };
+    check(String::new(), &s.loss_weights, s.input_ids.len())?;
+    for (k, b) in s.branches.iter().enumerate() {
+        check(format!("branch {k}: "), &b.loss_weights, b.input_ids.len())?;
+    }
+    Ok(())
+}
+
 /// A prefix-tree sample's admission: the plain verdict on its trunk, and its pieces when kept.
 fn admit_tree(s: &Sample, seq_len: usize, overflow: Overflow) -> Result<(Verdict, Pieces)> {
     let verdict = admit(s.id, &s.input_ids, &s.mask, seq_len, overflow)?;
@@ -619,9 +713,11 @@ fn admit_tree(s: &Sample, seq_len: usize, overflow: Overflow) -> Result<(Verdict
         Verdict::Drop(_) => return Ok((verdict, Pieces::default())),
     };
     let truncated = len < s.input_ids.len();
+    let weights = (!s.loss_weights.is_empty()).then(|| &s.loss_weights[..len]);
     let pieces = tree::lay_out(
         &s.input_ids[..len],
         &s.mask[..len],
+        weights,
         &s.branches,
         seq_len,
         overflow,
@@ -816,6 +912,7 @@ impl Packer {
     /// Adds a sample. Errors (length mismatch, token id above `i32::MAX`) leave the packer
     /// unchanged; drops are counted and reported.
     pub fn push(&mut self, mut sample: Sample) -> Result<Admission> {
+        check_loss_weights(&sample)?;
         if !sample.branches.is_empty() {
             let (verdict, pieces) = admit_tree(&sample, self.seq_len, self.options.overflow)?;
             count_tree(&mut self.stats, &sample, &verdict, &pieces);
@@ -837,6 +934,7 @@ impl Packer {
         if let Verdict::Keep { len, .. } = verdict {
             sample.input_ids.truncate(len);
             sample.mask.truncate(len);
+            sample.loss_weights.truncate(len);
             self.insert(Stored::Plain(sample), len as u32);
         }
         Ok(count_verdict(&mut self.stats, &verdict))
@@ -885,7 +983,7 @@ impl Packer {
             for item in row {
                 match self.slab[item.key].take() {
                     Some(Stored::Plain(s)) => {
-                        out.write_doc(&mut self.stats, doc, s.id, &s.input_ids, &s.mask);
+                        out.write_doc(&mut self.stats, doc, &s, s.input_ids.len());
                         doc += 1;
                     }
                     Some(Stored::Piece(id, piece)) => {
@@ -923,6 +1021,7 @@ pub fn pack(samples: &[Sample], seq_len: usize, options: &PackOptions) -> Result
     // tree pieces, keyed after the samples
     let mut pieces: Vec<(u64, Piece)> = Vec::new();
     for (key, s) in samples.iter().enumerate() {
+        check_loss_weights(s)?;
         if !s.branches.is_empty() {
             let (verdict, tree) = admit_tree(s, seq_len, options.overflow)?;
             count_tree(&mut stats, s, &verdict, &tree);
@@ -965,7 +1064,7 @@ pub fn pack(samples: &[Sample], seq_len: usize, options: &PackOptions) -> Result
             }
             let s = &samples[item.key];
             let len = lens[item.key];
-            rows.write_doc(&mut stats, doc, s.id, &s.input_ids[..len], &s.mask[..len]);
+            rows.write_doc(&mut stats, doc, s, len);
             doc += 1;
         }
         rows.finish_row(&mut stats, options.pad_id);

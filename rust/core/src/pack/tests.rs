@@ -625,6 +625,7 @@ fn a_tree_packs_its_branches_after_the_trunk_and_splits_with_its_prefix() {
             .chain(std::iter::repeat(true))
             .take(ids.len())
             .collect(),
+        loss_weights: Vec::new(),
     };
     let tree = trunk.with_branches(vec![branch(2, &[3, 9, 9]), branch(4, &[5, 8])]);
     let out = pack(std::slice::from_ref(&tree), 16, &PackOptions::default()).unwrap();
@@ -653,4 +654,19 @@ fn a_tree_packs_its_branches_after_the_trunk_and_splits_with_its_prefix() {
     let mut p = Packer::new(9, PackOptions::default()).unwrap();
     p.push(tree).unwrap();
     assert_eq!(p.flush(), out.rows);
+}
+
+#[test]
+fn loss_weights_follow_the_labels_and_default_to_one() {
+    let plain = s(1, &[1, 2, 3], &[0, 1, 1]);
+    let weighted = s(2, &[4, 5, 6, 7], &[0, 1, 0, 1]).with_loss_weights(vec![9.0, 0.5, 9.0, 2.0]);
+    let out = pack(&[plain.clone(), weighted], 8, &PackOptions::default()).unwrap();
+    let r = &out.rows;
+    // the longer sample first (best-fit decreasing), its labels' weights are their targets'
+    assert_eq!(r.labels[..7], [5, -100, 7, -100, 2, 3, -100]);
+    assert_eq!(r.loss_weights[..8], [0.5, 0.0, 2.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+    let none = pack(&[plain], 8, &PackOptions::default()).unwrap();
+    assert!(!none.rows.has_loss_weights());
+    let bad = s(3, &[1, 2], &[0, 1]).with_loss_weights(vec![1.0]);
+    assert!(pack(&[bad], 8, &PackOptions::default()).is_err());
 }

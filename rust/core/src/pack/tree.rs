@@ -31,10 +31,12 @@ pub(super) struct Segment {
 }
 
 /// A run of segments placed together in one row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Piece {
     pub ids: Vec<u32>,
     pub mask: Vec<bool>,
+    /// Per token loss weights when the tree has any, else empty.
+    pub loss_weights: Vec<f32>,
     pub segments: Vec<Segment>,
     /// Whether it holds the sample's own document (its first piece).
     pub first: bool,
@@ -90,15 +92,25 @@ pub(super) fn validate(id: u64, trunk_len: usize, branches: &[TreeBranch]) -> Re
 pub(super) fn lay_out(
     trunk_ids: &[u32],
     trunk_mask: &[bool],
+    trunk_weights: Option<&[f32]>,
     branches: &[TreeBranch],
     seq_len: usize,
     overflow: Overflow,
 ) -> Pieces {
     let mut out = Pieces::default();
     let trunk_len = trunk_ids.len();
+    let weighted = trunk_weights.is_some() || branches.iter().any(|b| !b.loss_weights.is_empty());
+    let weights_of = |w: Option<&[f32]>, n: usize| -> Vec<f32> {
+        match (weighted, w) {
+            (false, _) => Vec::new(),
+            (true, Some(w)) => w[..n].to_vec(),
+            (true, None) => vec![1.0; n],
+        }
+    };
     let mut current = Piece {
         ids: trunk_ids.to_vec(),
         mask: trunk_mask.to_vec(),
+        loss_weights: weights_of(trunk_weights, trunk_len),
         segments: vec![Segment {
             start: 0,
             len: trunk_len,
@@ -137,12 +149,14 @@ pub(super) fn lay_out(
             held = 0;
         }
         if continuation && b.prefix_len > held {
-            grow_context(&mut current, trunk_ids, held, b.prefix_len);
+            grow_context(&mut current, trunk_ids, held, b.prefix_len, weighted);
             held = b.prefix_len;
         }
         let start = current.ids.len();
         current.ids.extend_from_slice(&b.input_ids[..len]);
         current.mask.extend_from_slice(&b.mask[..len]);
+        let w = (!b.loss_weights.is_empty()).then_some(b.loss_weights.as_slice());
+        current.loss_weights.extend(weights_of(w, len));
         current.segments.push(Segment {
             start,
             len,
@@ -160,6 +174,7 @@ fn empty_piece() -> Piece {
     Piece {
         ids: Vec::new(),
         mask: Vec::new(),
+        loss_weights: Vec::new(),
         segments: Vec::new(),
         first: false,
     }
@@ -167,7 +182,7 @@ fn empty_piece() -> Piece {
 
 /// Extends (or creates) a continuation piece's context copy of the trunk from `held` to `to`
 /// tokens; the copy is its first segment and branches follow it, so they move along.
-fn grow_context(piece: &mut Piece, trunk_ids: &[u32], held: usize, to: usize) {
+fn grow_context(piece: &mut Piece, trunk_ids: &[u32], held: usize, to: usize, weighted: bool) {
     let add = to - held;
     let has_context = piece
         .segments
@@ -179,6 +194,11 @@ fn grow_context(piece: &mut Piece, trunk_ids: &[u32], held: usize, to: usize) {
     piece
         .mask
         .splice(held..held, std::iter::repeat_n(false, add));
+    if weighted {
+        piece
+            .loss_weights
+            .splice(held..held, std::iter::repeat_n(0.0, add));
+    }
     for s in piece.segments.iter_mut() {
         if s.role != DocRole::Context {
             s.start += add;

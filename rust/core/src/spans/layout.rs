@@ -26,7 +26,7 @@
 //! rendering per message, so a template that is not local costs time, never correctness.
 
 use super::diff::Blanked;
-use super::render::{blank_message, Renderer};
+use super::render::{blank_like, Renderer};
 use minijinja::value::Value;
 use std::ops::Range;
 
@@ -201,7 +201,7 @@ impl Layout {
             let mut replaced = messages.to_vec();
             for (j, &i) in targets.iter().enumerate() {
                 if let Some(c) = content(j) {
-                    replaced[i] = blank_message(Value::from(c));
+                    replaced[i] = blank_like(&messages[i], Value::from(c));
                 }
             }
             renderer.text(&replaced, false)

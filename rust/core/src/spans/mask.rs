@@ -32,6 +32,29 @@ pub fn tokens_overlapping(offsets: &[(usize, usize)], spans: &[Range<usize>]) ->
     mask
 }
 
+/// Per token, the weight of the span it overlaps (the first, if several), 0 for tokens outside
+/// every span; `weights` is parallel to `spans`.
+pub fn token_weights(
+    offsets: &[(usize, usize)],
+    spans: &[Range<usize>],
+    weights: &[f64],
+) -> Vec<f32> {
+    let mut out = vec![0.0; offsets.len()];
+    let mut s = 0;
+    for (i, &(a, b)) in offsets.iter().enumerate() {
+        while s < spans.len() && spans[s].end <= a {
+            s += 1;
+        }
+        if s == spans.len() {
+            break;
+        }
+        if a < b && a < spans[s].end && b > spans[s].start {
+            out[i] = weights[s] as f32;
+        }
+    }
+    out
+}
+
 /// `b[i]` is true when byte position `i` starts or ends a token (so a cut there splits none).
 pub(crate) fn token_boundaries(offsets: &[(usize, usize)], len: usize) -> Vec<bool> {
     let mut b = vec![false; len + 1];

@@ -24,7 +24,7 @@ pub(crate) mod mask;
 pub(crate) mod prompt_start;
 pub(crate) mod render;
 
-pub(crate) use render::{blank_message, Renderer};
+pub(crate) use render::{blank_like, Renderer};
 
 use crate::options::{EncodeOptions, Eot, Method, SpanSource, Start, Supervise};
 use crate::template::{Conversation, Rendered};
@@ -162,7 +162,7 @@ impl SpanFinder<'_> {
     fn diff_spans(&self, opts: &EncodeOptions, found: &mut Found) -> Result<()> {
         let text = self.text();
         let boundaries = mask::token_boundaries(self.offsets, text.len());
-        let targets = self.targets(opts.supervise);
+        let targets = self.targets(&opts.supervise);
         let layout = match opts.method {
             Method::Auto if targets.len() >= LAYOUT_MIN_TARGETS => {
                 Layout::build(self.renderer, self.messages, &targets, text)
@@ -188,7 +188,10 @@ impl SpanFinder<'_> {
             Start::Prompt => self.prompt_ends(targets.len(), &located, opts.method),
         };
         for t in &located {
+            // the generation prompt opens assistant turns only
+            let assistant = self.conversation.messages[t.index].is_assistant();
             let prompt_end = match &prompts {
+                _ if !assistant => None,
                 PromptEnds::Content => None,
                 PromptEnds::Header(g) => {
                     prompt_start::after_generation_prompt(text, g, t.after, &t.diff.raw)
@@ -209,14 +212,16 @@ impl SpanFinder<'_> {
         Ok(())
     }
 
-    /// Indices of the trained assistant messages.
-    fn targets(&self, supervise: Supervise) -> Vec<usize> {
+    /// Indices of the trained messages.
+    fn targets(&self, supervise: &Supervise) -> Vec<usize> {
         let all: Vec<usize> = self
             .conversation
             .messages
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| (m.is_assistant() && m.weight != Some(false)).then_some(i))
+            .filter_map(|(i, m)| {
+                (supervise.trains_role(&m.role) && m.weight != Some(0.0)).then_some(i)
+            })
             .collect();
         match supervise {
             Supervise::LastAssistant => all.last().copied().into_iter().collect(),
@@ -239,7 +244,7 @@ impl SpanFinder<'_> {
             Some(blank) => blank,
             None => {
                 let mut blanked = self.messages.to_vec();
-                blanked[index] = blank_message(Value::from(""));
+                blanked[index] = blank_like(&self.messages[index], Value::from(""));
                 rendered = self
                     .renderer
                     .render(&blanked, false)

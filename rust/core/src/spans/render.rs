@@ -74,3 +74,18 @@ impl<'a> Renderer<'a> {
 pub fn blank_message(content: Value) -> Value {
     Value::from_pairs([("role", Value::from("assistant")), ("content", content)])
 }
+
+/// What `message` is replaced with to find its text: a message of its role with only `content`
+/// (an assistant one, [`blank_message`], for assistant messages and messages without a role).
+pub fn blank_like(message: &Value, content: Value) -> Value {
+    match message
+        .get_attr("role")
+        .ok()
+        .filter(|r| r.as_str() != Some("assistant"))
+    {
+        Some(role) if role.as_str().is_some() => {
+            Value::from_pairs([("role", role), ("content", content)])
+        }
+        _ => blank_message(content),
+    }
+}

@@ -29,8 +29,9 @@ const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning
 pub struct Message {
     /// The message's `role`.
     pub role: String,
-    /// OpenAI fine-tuning's `weight`: `Some(false)` excludes an assistant message from training.
-    pub weight: Option<bool>,
+    /// OpenAI fine-tuning's `weight`, any non-negative number: 0 excludes the message from
+    /// training, other values scale its tokens' loss (`Encoded::loss_weights`).
+    pub weight: Option<f64>,
     /// The message as the template sees it.
     pub value: Value,
 }
@@ -39,6 +40,11 @@ impl Message {
     /// Whether the message is an assistant turn.
     pub fn is_assistant(&self) -> bool {
         self.role == "assistant"
+    }
+
+    /// The loss weight of its tokens (1 when it has none).
+    pub fn loss_weight(&self) -> f64 {
+        self.weight.unwrap_or(1.0)
     }
 }
 
@@ -120,10 +126,21 @@ fn prepare(index: usize, json: &Json) -> Result<Message> {
     }
     let weight = match object.get("weight") {
         None | Some(Json::Null) => None,
-        Some(Json::Bool(b)) => Some(*b),
-        Some(Json::Number(n)) if n.as_f64() == Some(0.0) => Some(false),
-        Some(Json::Number(n)) if n.as_f64() == Some(1.0) => Some(true),
-        Some(other) => return Err(bad(format!("'weight' must be 0 or 1, got {other}"))),
+        Some(Json::Bool(b)) => Some(if *b { 1.0 } else { 0.0 }),
+        Some(Json::Number(n)) => match n.as_f64() {
+            Some(w) if w.is_finite() && w >= 0.0 && w <= f32::MAX as f64 => Some(w),
+            _ => {
+                return Err(bad(format!(
+                    "'weight' must be a non-negative finite number, got {n}"
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(bad(format!(
+                "'weight' must be a non-negative number, got {}",
+                type_name(other)
+            )))
+        }
     };
     Ok(Message {
         role,
