@@ -34,7 +34,8 @@ class PackingOptions:
         history: what is trained of turns the template rewrites in history (`"rendered"`, the default,
             or `"faithful"`; see `ChatTokenizer.encode`). `"expand"` (prefix-tree rows) is not carried
             by datasets and prepared shards yet: encode with it and pack with `turnpack.Packer`.
-        template_kwargs: further template variables, e.g. `{"enable_thinking": False}`.
+        template_kwargs: further template variables, e.g. `{"enable_thinking": False}`, for every
+            conversation (a record's own `chat_template_kwargs` win for that record).
 
     Packing (see `turnpack.pack`):
         buffer: samples per best-fit round.
