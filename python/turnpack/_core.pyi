@@ -225,7 +225,12 @@ class ChatTokenizer:
         **template_kwargs: Any,
     ) -> list[Encoding | TurnpackError]:
         """`encode` on many conversations in parallel in Rust with the GIL released. Items are message
-        lists or dicts with "messages" and optional per-row "tools". `num_threads` threads in all
+        lists or dicts with "messages", optional per-row "tools" (which replace `tools`) and optional
+        per-row "chat_template_kwargs": a dict of template variables for that conversation only (str
+        keys; None or absent: none), applied on top of `**template_kwargs`, the row's winning for the
+        names both give. A non-dict value, a non-str key or one of turnpack's own names there
+        (`supervise`, `tools`, `messages`, ...: not template variables) is that sample's
+        `ConversationError` (naming `sample i` and the field). `num_threads` threads in all
         (default $TURNPACK_NUM_THREADS or all cores): the calling thread reads the items from Python
         while the others (kept between calls) encode them, then encodes alongside them. With `on_error="skip"` a failed sample's exception (naming `sample i`)
         takes its place in the result; with "raise" the first one is raised. A bug in turnpack (a
@@ -396,7 +401,9 @@ class Packer:
         order, without making `Encoding`s (the ids and masks stay in Rust). Returns one entry per
         input: None when it reached the packer (whose stats count it as packed, pending or dropped,
         as `extend` would) or the exception that kept it out, exactly as
-        `encode_batch(on_error="skip")` returns it (naming `sample i`). When `conversations` itself
+        `encode_batch(on_error="skip")` returns it (naming `sample i`). Items are those of
+        `encode_batch`: a dict item's "tools" and "chat_template_kwargs" apply to it alone, its
+        template variables winning over `**template_kwargs`. When `conversations` itself
         raises, nothing is pushed and the exception propagates. `sample_ids` default to consecutive
         ids continuing the count of samples given so far."""
     @property

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--encode-kwargs",
         metavar="JSON",
         default="{}",
-        help="more encode options, e.g. '{\"enable_thinking\": false}'",
+        help="more encode options, e.g. '{\"enable_thinking\": false}' (a record's chat_template_kwargs win)",
     )
     enc.add_argument("--on-error", choices=ON_ERROR, default="raise", help="bad records (default: raise)")
     enc.add_argument("--num-threads", type=int, default=None, help="encoding threads (default: all cores)")

@@ -39,7 +39,8 @@ class PackingOptions:
             their batches and shards carry `prefix_starts`/`prefix_ends` (and document roles), which
             the attention mask must be given (`turnpack.attention`). Checked here, since it decides the
             rows' layout and not only the encoding.
-        template_kwargs: further template variables, e.g. `{"enable_thinking": False}`.
+        template_kwargs: further template variables, e.g. `{"enable_thinking": False}`, for every
+            conversation (a record's own `chat_template_kwargs` win for that record).
 
     Packing (see `turnpack.pack`):
         buffer: samples per best-fit round.

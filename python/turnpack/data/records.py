@@ -11,8 +11,14 @@ Two layouts are understood:
 `fields="auto"` picks per record: `messages` if present, else `conversations` (read as ShareGPT when its
 messages use `from`/`value`, as OpenAI messages when they use `role`/`content`), else a bare list.
 
-`messages`, `conversations` and `tools` may also be JSON strings (a common way to store nested data in
-Parquet or CSV-derived datasets); they are decoded here.
+Either layout may carry `chat_template_kwargs` (the name vLLM and verl use): template variables for that
+conversation only, e.g. `{"enable_thinking": false}`, applied on top of the call's (or the dataset's
+`PackingOptions.template_kwargs`), the record's winning. Keys whose value is null are left out: Arrow
+(Parquet, `datasets`) stores such a column as a struct of every key any row uses and fills the keys a
+row lacks with null, which must not override the dataset's defaults.
+
+`messages`, `conversations`, `tools` and `chat_template_kwargs` may also be JSON strings (a common way to
+store nested data in Parquet or CSV-derived datasets); they are decoded here.
 """
 
 from __future__ import annotations
@@ -124,12 +130,33 @@ def _tools(record: Mapping[str, Any]) -> Any:
     return _decoded(tools, "tools")
 
 
+def _template_kwargs(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    kwargs = record.get("chat_template_kwargs")
+    if kwargs is None or (isinstance(kwargs, str) and not kwargs.strip()):
+        return None
+    kwargs = _decoded(kwargs, "chat_template_kwargs")
+    if kwargs is None:
+        return None
+    if isinstance(kwargs, Mapping):
+        pairs = list(kwargs.items())
+    elif isinstance(kwargs, list) and all(isinstance(p, tuple) and len(p) == 2 for p in kwargs):
+        pairs = kwargs  # an Arrow map column, as pyarrow gives it: (key, value) tuples
+    else:
+        raise RecordError(
+            f"chat_template_kwargs must be an object of template variables, got {type(kwargs).__name__}"
+        )
+    # Null values are left out (Arrow fills the struct keys a row lacks with null); the rest is checked
+    # by the encoder (str keys, no turnpack option names).
+    return {key: value for key, value in pairs if value is not None} or None
+
+
 def _is_sharegpt(turns: list[Any]) -> bool:
     return bool(turns) and isinstance(turns[0], Mapping) and "from" in turns[0]
 
 
 def to_conversation(record: Any, fields: Fields = "auto") -> dict[str, Any]:
-    """One record -> `{"messages": [...]}` plus `"tools"` when the record has tools.
+    """One record -> `{"messages": [...]}` plus `"tools"` and `"chat_template_kwargs"` when the record
+    has them.
 
     Raises `RecordError` (without file context; the caller adds it) when the record has neither layout.
     """
@@ -155,4 +182,7 @@ def to_conversation(record: Any, fields: Fields = "auto") -> dict[str, Any]:
     tools = _tools(record)
     if tools is not None:
         out["tools"] = tools
+    kwargs = _template_kwargs(record)
+    if kwargs is not None:
+        out["chat_template_kwargs"] = kwargs
     return out

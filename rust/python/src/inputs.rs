@@ -1,10 +1,10 @@
 //! Reading a method's Python inputs (conversations, tools, template keywords, batch samples) into
 //! the core's JSON and template values. Errors name where the bad value sits.
 
-use crate::convert::to_json;
+use crate::convert::{to_json, type_name};
 use crate::errors::{to_py, ConversationError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use std::sync::Arc;
 use turnpack_core::{
     from_json, BatchEncoder, BatchSample, ChatTokenizer, Conversation, EncodeOptions, Encoded, Vars,
@@ -47,26 +47,86 @@ pub fn str_pairs(dict: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Stri
     .unwrap_or(Ok(Vec::new()))
 }
 
+/// Names a sample's `chat_template_kwargs` may not set: what the template context gets from
+/// turnpack itself, and the encoding methods' own arguments (options, not template variables).
+const NOT_TEMPLATE_VARIABLES: &[&str] = &[
+    "messages",
+    "tools",
+    "add_generation_prompt",
+    "chat_template_kwargs",
+    "conversations",
+    "tokenizer",
+    "sample_ids",
+    "supervise",
+    "eot",
+    "start",
+    "spans",
+    "boundary",
+    "method",
+    "history",
+    "num_threads",
+    "on_error",
+];
+
 /// One batch item: a conversation (list of messages) or a dict with "messages" and optional
-/// "tools". Checking the messages is left to the thread that encodes them.
+/// "tools" and "chat_template_kwargs". Checking the messages is left to the thread that encodes
+/// them.
 fn batch_sample(item: &Bound<'_, PyAny>) -> PyResult<BatchSample> {
     if let Ok(d) = item.cast::<PyDict>() {
         let messages = d
             .get_item("messages")?
             .ok_or_else(|| ConversationError::new_err("a sample dict needs a 'messages' key"))?;
         let tools = d.get_item("tools")?.filter(|t| !t.is_none());
+        let kwargs = d.get_item("chat_template_kwargs")?.filter(|k| !k.is_none());
         Ok(BatchSample {
             messages: to_json(&messages, &mut "messages".to_string())?,
             tools: tools
                 .map(|t| to_json(&t, &mut "tools".to_string()))
                 .transpose()?,
+            vars: kwargs
+                .map(|k| sample_vars(&k))
+                .transpose()?
+                .unwrap_or_default(),
         })
     } else {
         Ok(BatchSample {
             messages: to_json(item, &mut "messages".to_string())?,
-            tools: None,
+            ..BatchSample::default()
         })
     }
+}
+
+/// A sample's `chat_template_kwargs`: a dict of template variables with str keys.
+fn sample_vars(kwargs: &Bound<'_, PyAny>) -> PyResult<Vars> {
+    const FIELD: &str = "chat_template_kwargs";
+    let dict = kwargs.cast::<PyDict>().map_err(|_| {
+        ConversationError::new_err(format!(
+            "{FIELD} must be a dict of template variables, got {}",
+            type_name(kwargs)
+        ))
+    })?;
+    let mut vars = Vars::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        let key = k
+            .cast::<PyString>()
+            .map_err(|_| {
+                ConversationError::new_err(format!(
+                    "{FIELD}: keys must be str, got {}",
+                    type_name(&k)
+                ))
+            })?
+            .to_str()?
+            .to_owned();
+        if NOT_TEMPLATE_VARIABLES.contains(&key.as_str()) {
+            return Err(ConversationError::new_err(format!(
+                "{FIELD}: '{key}' is not a template variable but turnpack's own (an encoding \
+                 option or a field of the sample): give it as such"
+            )));
+        }
+        let mut path = format!("{FIELD}.{key}");
+        vars.push((key, from_json(&to_json(&v, &mut path)?)));
+    }
+    Ok(vars)
 }
 
 /// A batch whose items were all read: the encoder (still encoding them), per item the error that

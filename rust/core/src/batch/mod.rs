@@ -22,16 +22,20 @@ use crate::template::{from_json, Conversation, Vars};
 use crate::{error::guarded, Error, Result};
 use minijinja::value::Value;
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::sync::{mpsc, Arc, Mutex};
 
 /// One input of a batch: a conversation's messages and, optionally, tools of its own (which then
-/// replace the batch's).
-#[derive(Debug, Clone)]
+/// replace the batch's) and template variables of its own (applied after the batch's, so that a
+/// name both give takes the sample's value).
+#[derive(Debug, Clone, Default)]
 pub struct BatchSample {
     /// The messages, as JSON (checked by the worker that encodes them).
     pub messages: Json,
     /// This sample's tools, if it has its own.
     pub tools: Option<Json>,
+    /// This sample's own template variables (empty: only the batch's).
+    pub vars: Vars,
 }
 
 type Job = (usize, BatchSample);
@@ -49,6 +53,16 @@ struct Work<T> {
 }
 
 impl<T> Work<T> {
+    /// The variables `sample` is rendered with: the batch's, then the sample's own (later ones
+    /// win, as the call's win over the tokenizer's in [`ChatTokenizer::encode`]).
+    fn vars_for<'a>(&'a self, sample: &BatchSample) -> Cow<'a, Vars> {
+        if sample.vars.is_empty() {
+            Cow::Borrowed(&self.vars)
+        } else {
+            Cow::Owned(self.vars.iter().chain(&sample.vars).cloned().collect())
+        }
+    }
+
     /// Encodes queued samples until the queue is closed and empty.
     fn drain(&self, done: &mpsc::Sender<Done<T>>) {
         loop {
@@ -60,8 +74,9 @@ impl<T> Work<T> {
                 let conv = Conversation::from_json(&sample.messages)?;
                 let own_tools = sample.tools.as_ref().map(from_json);
                 let tools = own_tools.as_ref().unwrap_or(&self.tools);
+                let vars = self.vars_for(&sample);
                 self.tok
-                    .encode(&conv, tools, &self.vars, &self.opts)
+                    .encode(&conv, tools, &vars, &self.opts)
                     .map(&self.finish)
             });
             // the batch waits for every result (if it is gone, so is the need)
@@ -208,5 +223,96 @@ impl BatchEncoder<Encoded> {
             });
         }
         Ok(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::{tiktoken, TextTokenizer};
+    use crate::ChatTemplate;
+    use serde_json::json;
+
+    /// Byte-level tokens, and a template that shows three variables: `a` (stored by the tokenizer),
+    /// `b` and `c`.
+    fn tokenizer() -> ChatTokenizer {
+        let ranks: Vec<(Vec<u8>, u32)> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
+        let specials = [("</s>".to_string(), 256)];
+        let text = TextTokenizer::new(
+            tiktoken::tokenizer_from_ranks(&ranks, r"\S+|\s+", &specials).unwrap(),
+        );
+        let template = ChatTemplate::new(
+            "[{{ a }} {{ b }} {{ c | default('none') }}]\
+             {% for m in messages %}{{ m.role }}: {{ m.content }}</s>{% endfor %}\
+             {% if add_generation_prompt %}assistant: {% endif %}",
+        )
+        .unwrap();
+        let stored = vec![("a".to_string(), Value::from("stored"))];
+        ChatTokenizer::new(text, Some(template), stored)
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn a_samples_own_variables_win_for_that_sample_only() {
+        let tok = Arc::new(tokenizer());
+        let messages = json!([
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+        ]);
+        let call = vars(&[("b", "call"), ("c", "call")]);
+        let own = vars(&[("a", "own"), ("c", "own")]);
+        let opts = EncodeOptions::default();
+        for threads in [1, 3] {
+            let mut batch = BatchEncoder::new(
+                tok.clone(),
+                ().into(),
+                call.clone(),
+                opts.clone(),
+                Some(threads),
+                |e| e,
+            );
+            for i in 0..4 {
+                batch.push(BatchSample {
+                    messages: messages.clone(),
+                    vars: if i == 1 { own.clone() } else { Vars::new() },
+                    ..BatchSample::default()
+                });
+            }
+            let out: Vec<Encoded> = batch
+                .finish()
+                .into_iter()
+                .map(|r| r.unwrap().unwrap())
+                .collect();
+            let conv = Conversation::from_json(&messages).unwrap();
+            // the sample's after the call's: as one call with both, the sample's last
+            let merged: Vars = call.iter().chain(&own).cloned().collect();
+            let expected_own = tok.encode(&conv, &().into(), &merged, &opts).unwrap();
+            let expected_call = tok.encode(&conv, &().into(), &call, &opts).unwrap();
+            assert!(out[1].text.starts_with("[own call own]"), "{}", out[1].text);
+            assert_eq!(out[1], expected_own);
+            for i in [0, 2, 3] {
+                assert!(
+                    out[i].text.starts_with("[stored call call]"),
+                    "{}",
+                    out[i].text
+                );
+                assert_eq!(out[i], expected_call);
+            }
+            // the sample's own variables also reach the renderings that find the spans
+            let trained: String = out[1]
+                .offsets
+                .iter()
+                .zip(&out[1].mask)
+                .filter(|(_, &m)| m)
+                .map(|(&(a, b), _)| &out[1].text[a..b])
+                .collect();
+            assert_eq!(trained, "hello</s>");
+        }
     }
 }
