@@ -156,3 +156,51 @@ def test_weighted_loss_of_packed_rows_equals_the_unpacked_weighted_loss():
     # and it is not the unweighted mean
     _, plain = model(t(packed.input_ids), t(packed.position_ids), labels=t(packed.labels), **masks)
     assert abs(plain.item() - loss.item()) > 1e-4
+
+
+def weighted_records(tmp_path):
+    import json
+
+    path = tmp_path / "weighted.jsonl"
+    rows = [{"messages": weighted(0.5, 2.0)}, {"messages": CONVERSATION}, {"messages": weighted(1, 3)}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_datasets_and_prepared_shards_carry_loss_weights(tmp_path):
+    pytest.importorskip("torch")
+    from turnpack.data.dataset import _tensors
+    from turnpack.data.shards import ShardReader, ShardWriter
+
+    tok = tokenizer_for(CHATML)
+    encs = [tok.encode(weighted(0.5, 2.0)), tok.encode(CONVERSATION), tok.encode(weighted(1, 3))]
+    packed = turnpack.pack(encs, seq_len=128)
+    from turnpack.data.batching import Rows
+
+    rows = Rows.from_packed(packed)
+    assert rows.loss_weights is not None
+    batch = _tensors(rows)
+    assert batch["loss_weights"].dtype.is_floating_point
+    assert np.array_equal(batch["loss_weights"].numpy(), packed.loss_weights)
+    # rows without weights joined with weighted ones weigh their trained labels 1
+    plain = Rows.from_packed(turnpack.pack([encs[1]], seq_len=128))
+    joined = Rows.concat([plain, rows])
+    assert joined.loss_weights is not None
+    assert np.array_equal(joined.loss_weights[0], (plain.labels[0] != -100).astype(np.float32))
+    # prepared shards store and read them back
+    writer = ShardWriter(tmp_path / "out", seq_len=128, pad_id=0, rows_per_shard=2)
+    writer.add(rows)
+    writer.close()
+    back = ShardReader(tmp_path / "out").rows(np.arange(len(rows)))
+    assert back.loss_weights is not None
+    assert np.array_equal(back.loss_weights, rows.loss_weights)
+
+
+def test_hf_collator_refuses_loss_weights_it_cannot_apply():
+    pytest.importorskip("transformers")
+    from turnpack.integrations.hf import DataCollatorForPackedRows
+
+    collator = DataCollatorForPackedRows(attn_implementation="sdpa")
+    row = {"input_ids": [1, 2], "labels": [2, -100], "position_ids": [0, 1], "document_ids": [0, 0]}
+    with pytest.raises(ValueError, match="does not apply yet"):
+        collator([{**row, "loss_weights": [0.5, 0.0]}])

@@ -79,6 +79,26 @@ def marked(enc: turnpack.Encoding, marks: Marks) -> str:
     return "".join(out)
 
 
+def show_history(
+    tok: turnpack.ChatTokenizer, sample: dict[str, Any], enc: turnpack.Encoding, marks: Marks
+) -> None:
+    """What each history mode trains of the turns the template rewrote."""
+    print(f"--- the template rewrites messages {enc.rewritten} (their reasoning is dropped from history):")
+    for r in enc.rewrites:
+        a, b = r["rendered"]
+        print(f"    message {r['message']} as rendered: {enc.text[a:b]!r}")
+        print(f"    as the model writes it:   {r['target']!r}")
+    kwargs = {"tools": sample.get("tools")}
+    faithful = tok.encode(sample["messages"], history="faithful", **kwargs)
+    expand = tok.encode(sample["messages"], history="expand", **kwargs)
+    branches = sum(int(br["mask"].sum()) for br in expand.branches)
+    print(f"    history='rendered' (default) trains it as rendered: {enc.num_trained} trained tokens")
+    print(f"    history='faithful' leaves it as context only: {faithful.num_trained} trained tokens")
+    print(f"    history='expand' trains it as a prefix-tree branch after its true prompt: "
+          f"{expand.num_trained} trained tokens ({branches} in {len(expand.branches)} branch(es), "
+          f"{sum(len(br['input_ids']) for br in expand.branches)} tokens added to the row)")  # fmt: skip
+
+
 def show_masks(color: bool) -> list[turnpack.Encoding]:
     tok = qwen3_tokenizer()
     samples: list[dict[str, Any]] = json.loads((demo_data() / "conversations.json").read_text("utf-8"))
@@ -90,6 +110,8 @@ def show_masks(color: bool) -> list[turnpack.Encoding]:
         print(f"=== {sample['name']}: {len(enc)} tokens, {enc.num_trained} trained", end="")
         print(f", skipped messages {enc.skipped}" if enc.skipped else "")
         print(marked(enc, marks))
+        if enc.rewritten:
+            show_history(tok, sample, enc, marks)
         print()
     packed = turnpack.pack(encodings, seq_len=1024)
     s = packed.stats

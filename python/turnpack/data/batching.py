@@ -69,6 +69,8 @@ class Rows:
     prefix_starts: np.ndarray | None = None  # int32 [n, L]
     prefix_ends: np.ndarray | None = None  # int32 [n, L]
     doc_roles: np.ndarray | None = None  # int8 [n, S]
+    # Rows with weighted messages only: the weight of each label (0 where the label is IGNORE_INDEX).
+    loss_weights: np.ndarray | None = None  # float32 [n, L]
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -96,11 +98,19 @@ class Rows:
             sample_ids=batch.sample_ids,
             doc_counts=doc_counts,
         )
+        rows.loss_weights = batch.loss_weights
         roles = batch.doc_roles
         if batch.prefix_starts is not None and batch.prefix_ends is not None and roles is not None:
             rows.prefix_starts, rows.prefix_ends = batch.prefix_starts, batch.prefix_ends
             rows.doc_roles = _padded(roles, doc_counts, batch.sample_ids.shape[1])
         return rows.with_trees() if trees else rows
+
+    def with_loss_weights(self) -> Rows:
+        """These rows with loss weights: themselves when they have them, else a copy weighing every
+        trained label 1."""
+        if self.loss_weights is not None:
+            return self
+        return replace(self, loss_weights=(self.labels != IGNORE_INDEX).astype(np.float32))
 
     def with_trees(self) -> Rows:
         """These rows with the prefix-tree arrays: themselves when they have them, else a copy whose
@@ -218,6 +228,8 @@ class Rows:
         held no tree), the others get empty prefixes (`with_trees`), so the arrays stay row-aligned."""
         if any(p.has_trees for p in parts):
             parts = [p.with_trees() for p in parts]
+        if any(p.loss_weights is not None for p in parts):
+            parts = [p.with_loss_weights() for p in parts]
         if len(parts) == 1:
             return parts[0].trimmed()
         seq_len = parts[0].seq_len
@@ -246,6 +258,7 @@ class Rows:
             prefix_starts=joined("prefix_starts"),
             prefix_ends=joined("prefix_ends"),
             doc_roles=joined("doc_roles", NO_DOCUMENT),
+            loss_weights=joined("loss_weights"),
         ).trimmed()
 
 

@@ -122,6 +122,9 @@ def _tensors(rows: Rows) -> dict[str, torch.Tensor]:
         batch["prefix_starts"] = t(rows.prefix_starts, np.int64)
         batch["prefix_ends"] = t(rows.prefix_ends, np.int64)
         batch["doc_roles"] = t(rows.doc_roles, np.int64)
+    if rows.loss_weights is not None:
+        # messages weighted other than 0 or 1: the loss is the weighted mean (next_token_loss)
+        batch["loss_weights"] = t(rows.loss_weights, np.float32)
     return batch
 
 

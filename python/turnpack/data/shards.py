@@ -25,6 +25,11 @@ boundaries still are. The version differs so that a reader that knows only plain
 tree folder instead of deriving wrong positions and training every branch blind to its context; this
 reader checks, the other way round, that a plain index has no tree files beside it.
 
+A shard whose rows hold messages weighted other than 0 or 1 also has (and its index entry says
+`"loss_weights": true`):
+
+    NNNNN.loss_weights.npy   float32 [rows, seq_len] the weight of each label (0 where it is -100)
+
 `index.json` is written last, atomically: a folder without it is an unfinished preparation, and is not
 recognized as a prepared source.
 """
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from turnpack.data.batching import RowQueue, Rows
+from turnpack.data.batching import IGNORE_INDEX, RowQueue, Rows
 from turnpack.data.errors import SourceError
 from turnpack.data.options import HISTORIES
 from turnpack.data.sources import INDEX_FILE
@@ -161,11 +166,16 @@ class ShardWriter:
             arrays["prefix_starts"] = rows.prefix_starts.astype(np.int32, copy=False)
             arrays["prefix_ends"] = rows.prefix_ends.astype(np.int32, copy=False)
             arrays["doc_roles"] = np.concatenate(rows.row_doc_roles()).astype(np.uint8)
+        if rows.loss_weights is not None:
+            arrays["loss_weights"] = rows.loss_weights.astype(np.float32, copy=False)
         for key, array in arrays.items():
             path = self.out_dir / f"{name}.{key}.npy"
             self._written.append(path)
             np.save(path, np.ascontiguousarray(array))
-        self.shards.append({"name": name, "rows": len(rows), "documents": int(rows.doc_counts.sum())})
+        entry = {"name": name, "rows": len(rows), "documents": int(rows.doc_counts.sum())}
+        if rows.loss_weights is not None:
+            entry["loss_weights"] = True
+        self.shards.append(entry)
 
     def abort(self) -> None:
         """Removes the shard files written so far (after a failure; no index was written)."""
@@ -251,7 +261,8 @@ class ShardReader:
                     "read as plain rows, its branches would train without their context"
                 )
             arrays = {}
-            for key in _ARRAYS + (_TREE_ARRAYS if self.trees else ()):
+            weighted = ("loss_weights",) if self.shards[s].get("loss_weights") else ()
+            for key in _ARRAYS + (_TREE_ARRAYS if self.trees else ()) + weighted:
                 file = self.path / f"{name}.{key}.npy"
                 try:
                     arrays[key] = np.load(file, mmap_mode="r")
@@ -275,11 +286,17 @@ class ShardReader:
         labels = np.empty((len(indices), self.seq_len), np.int32)
         per_token = {key: np.empty((len(indices), self.seq_len), np.int32) for key in _TREE_ARRAYS[:3]}
         doc_lens, sample_ids, doc_roles = [], [], []
+        # weighted shards bring their loss weights; rows of other shards weigh every trained label 1
+        weighted = any(self.shards[s].get("loss_weights") for s in set(shard_of.tolist()))
+        loss_weights = np.empty((len(indices), self.seq_len), np.float32) if weighted else None
         for k, (row, s) in enumerate(zip(indices.tolist(), shard_of.tolist())):
             shard = self._shard(s)
             local = row - int(self.starts[s])
             input_ids[k] = shard["input_ids"][local]
             labels[k] = shard["labels"][local]
+            if loss_weights is not None:
+                stored = shard.get("loss_weights")
+                loss_weights[k] = stored[local] if stored is not None else labels[k] != IGNORE_INDEX
             a, b = int(shard["doc_offsets"][local]), int(shard["doc_offsets"][local + 1])
             doc_lens.append(np.asarray(shard["doc_lens"][a:b]))
             sample_ids.append(np.asarray(shard["sample_ids"][a:b]))
@@ -288,5 +305,10 @@ class ShardReader:
                     out[k] = shard[key][local]
                 doc_roles.append(np.asarray(shard["doc_roles"][a:b]))
         if not self.trees:
-            return Rows.from_documents(input_ids, labels, doc_lens, sample_ids)
-        return Rows.from_documents(input_ids, labels, doc_lens, sample_ids, **per_token, doc_roles=doc_roles)
+            rows = Rows.from_documents(input_ids, labels, doc_lens, sample_ids)
+        else:
+            rows = Rows.from_documents(
+                input_ids, labels, doc_lens, sample_ids, **per_token, doc_roles=doc_roles
+            )
+        rows.loss_weights = loss_weights
+        return rows

@@ -581,6 +581,14 @@ class DataCollatorForPackedRows:
         """The model inputs for the rows `features`."""
         if not features:
             raise ValueError("DataCollatorForPackedRows received no rows")
+        if any(feature.get("loss_weights") is not None for feature in features):
+            # transformers' causal-LM loss takes no per-token weights: dropping them would train every
+            # weighted message as if it weighed 1
+            raise ValueError(
+                "these rows carry loss_weights (messages weighted other than 0 or 1), which the "
+                "Hugging Face adapter does not apply yet: train them with turnpack's own loop "
+                "(turnpack.train), or give the messages weights of 0 or 1"
+            )
         needs_document_ids = self._needs_document_ids()
         batch = {}
         # Tree columns travel when the first row has them; a row without them is then an error below.

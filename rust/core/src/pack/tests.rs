@@ -664,7 +664,10 @@ fn loss_weights_follow_the_labels_and_default_to_one() {
     let r = &out.rows;
     // the longer sample first (best-fit decreasing), its labels' weights are their targets'
     assert_eq!(r.labels[..7], [5, -100, 7, -100, 2, 3, -100]);
-    assert_eq!(r.loss_weights[..8], [0.5, 0.0, 2.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(
+        r.loss_weights[..8],
+        [0.5, 0.0, 2.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    );
     let none = pack(&[plain], 8, &PackOptions::default()).unwrap();
     assert!(!none.rows.has_loss_weights());
     let bad = s(3, &[1, 2], &[0, 1]).with_loss_weights(vec![1.0]);
