@@ -204,3 +204,90 @@ def test_hf_collator_refuses_loss_weights_it_cannot_apply():
     row = {"input_ids": [1, 2], "labels": [2, -100], "position_ids": [0, 1], "document_ids": [0, 0]}
     with pytest.raises(ValueError, match="does not apply yet"):
         collator([{**row, "loss_weights": [0.5, 0.0]}])
+
+
+def test_options_that_cannot_apply_where_spans_belong_to_no_message():
+    tok = tokenizer_for("Qwen-Qwen3-0.6B.jinja")
+    with pytest.raises(ValueError, match='supervise="all": its spans belong to no message'):
+        tok.encode(CONVERSATION, supervise="all", history="expand")
+    with pytest.raises(ValueError, match=r'supervise="all": message 2 has weight 0\.5'):
+        tok.encode(weighted(0.5, 1), supervise="all")
+    tok.encode(CONVERSATION, supervise="all")  # the default history still works
+
+
+def test_weights_that_vanish_as_float32_are_refused():
+    tok = tokenizer_for(CHATML)
+    with pytest.raises(turnpack.ConversationError, match="'weight' must be a non-negative finite number"):
+        tok.encode(weighted(1e-50, 1))
+
+
+def test_float64_loss_weights_are_taken():
+    sample = {"input_ids": [1, 2, 3], "mask": [0, 1, 1], "loss_weights": np.array([0.0, 0.5, 2.0])}
+    packed = turnpack.pack([sample], seq_len=4)
+    assert packed.loss_weights[0].tolist() == [0.5, 2.0, 0.0, 0.0]
+
+
+def test_assistant_turns_keep_their_prompt_start_beside_other_roles():
+    """The generation prompt's shortcuts are checked on assistant turns only: with user turns first and
+    last among the targets, the assistant spans still start after their prompt."""
+    tok = tokenizer_for(CHATML)
+    msgs = [
+        {"role": "user", "content": f"q{i}"} if i % 2 == 0 else {"role": "assistant", "content": f"a{i}"}
+        for i in range(9)
+    ]
+    both = tok.encode(msgs, supervise=["user", "assistant"])
+    alone = tok.encode(msgs)
+    assistant_spans = [s for s, m in zip(both.spans, both.span_messages) if m % 2 == 1]
+    assert assistant_spans == alone.spans
+    assert both.spans == tok.encode(msgs, supervise=["user", "assistant"], method="per_message").spans
+
+
+def test_blanked_tool_messages_keep_their_other_fields():
+    """A tool result is blanked with its content only replaced: templates that need `tool_call_id` or
+    `name` still render it."""
+    tok = tokenizer_for("mistralai-Mistral-Nemo-Instruct-2407.jinja")
+    call = {"id": "abc123def", "type": "function", "function": {"name": "lookup", "arguments": {"word": "w"}}}
+    msgs = [
+        {"role": "user", "content": "Look w up."},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "a letter", "tool_call_id": "abc123def", "name": "lookup"},
+        {"role": "assistant", "content": "w is a letter."},
+    ]
+    enc = tok.encode(msgs, supervise=["tool"])
+    assert enc.span_messages == [2]
+    assert "a letter" in trained_text(enc)
+
+
+def test_loop_step_with_loss_weights_is_the_weighted_mean():
+    torch = pytest.importorskip("torch")
+    from turnpack.train.loop import forward_backward
+    from turnpack.train.model import Transformer, config_tiny
+
+    tok = tokenizer_for(CHATML)
+    packed = turnpack.pack([tok.encode(weighted(0.5, 2.0)), tok.encode(CONVERSATION)], seq_len=256)
+    keys = ("input_ids", "labels", "position_ids", "document_ids")
+    batch = {k: torch.from_numpy(np.asarray(getattr(packed, k), dtype=np.int64)) for k in keys}
+    batch["loss_weights"] = torch.from_numpy(packed.loss_weights)
+    torch.manual_seed(0)
+    model = Transformer(config_tiny(512, dim=32, n_layers=1, max_seq_len=256))
+    # two micro-batches, the same row with and without weights: one weighted mean over both, whose
+    # normaliser is the weights' sum plus the unweighted batch's count
+    plain = {k: v for k, v in batch.items() if k != "loss_weights"}
+    loss_sum, trained, _, weight = forward_backward(model, model, [batch, plain])
+    assert int(trained) == 2 * int((packed.labels != -100).sum())
+    w = packed.loss_weights[packed.labels != -100]
+    assert float(weight) == pytest.approx(float(w.sum()) + int((packed.labels != -100).sum()))
+    masks = model.build_attention_mask(batch["document_ids"])
+    with torch.no_grad():
+        _, s1 = model(
+            batch["input_ids"],
+            batch["position_ids"],
+            labels=batch["labels"],
+            loss_reduction="sum",
+            loss_weights=batch["loss_weights"],
+            **masks,
+        )
+        _, s2 = model(
+            plain["input_ids"], plain["position_ids"], labels=plain["labels"], loss_reduction="sum", **masks
+        )
+    assert float(loss_sum) == pytest.approx(float(s1 + s2), rel=1e-5)

@@ -106,7 +106,7 @@ def test_step_loss_is_mean_over_all_trained_tokens_of_the_batch():
     counts = [int((b["labels"] != IGNORE_INDEX).sum()) for b in micro]
     assert counts[0] > 3 * counts[1] > 0
 
-    loss_sum, count, positions = forward_backward(model, model, micro)
+    loss_sum, count, positions, weight = forward_backward(model, model, micro)
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
@@ -118,6 +118,7 @@ def test_step_loss_is_mean_over_all_trained_tokens_of_the_batch():
     )
     reference.backward()
     assert int(count) == sum(counts) and int(positions) == 4 * 16
+    assert float(weight) == sum(counts)  # unweighted rows: the loss's normaliser is the count
     torch.testing.assert_close(loss_sum / count, reference.detach(), rtol=1e-6, atol=1e-6)
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7)

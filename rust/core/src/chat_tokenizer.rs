@@ -82,6 +82,39 @@ impl Encoded {
     }
 }
 
+/// Options that cannot work together on `conv`: spans that belong to no message (`supervise="all"`,
+/// `spans="generation"`) have no history to check, no role and no message weight.
+fn check_combination(conv: &Conversation, opts: &EncodeOptions) -> Result<()> {
+    let unowned = match (&opts.supervise, opts.spans) {
+        (Supervise::All, _) => "supervise=\"all\"",
+        (_, SpanSource::Generation) => "spans=\"generation\"",
+        _ => return Ok(()),
+    };
+    let bad = |why: String| Err(Error::InvalidArgument(format!("{unowned}: {why}")));
+    if opts.history != History::Rendered {
+        return bad("its spans belong to no message, so history=\"faithful\" or \"expand\" cannot apply (use spans=\"diff\")".into());
+    }
+    if let Supervise::Roles(roles) = &opts.supervise {
+        if roles.iter().any(|r| r != "assistant") {
+            return bad(
+                "generation blocks train assistant turns only, not a list of other roles".into(),
+            );
+        }
+    }
+    if let Some((i, m)) = conv
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.weight.is_some_and(|w| w != 0.0 && w != 1.0))
+    {
+        return bad(format!(
+            "message {i} has weight {}, but only weights 0 and 1 apply where spans belong to no message",
+            m.loss_weight()
+        ));
+    }
+    Ok(())
+}
+
 /// A chat template and a tokenizer, with the template variables every rendering sees.
 #[derive(Clone, Debug)]
 pub struct ChatTokenizer {
@@ -168,6 +201,7 @@ impl ChatTokenizer {
         vars: &Vars,
         opts: &EncodeOptions,
     ) -> Result<Encoded> {
+        check_combination(conv, opts)?;
         let renderer = Renderer::new(self.template()?, &self.vars, vars, tools);
         // counted apart: `renders` is what finding the spans costs
         let history_renderer = Renderer::new(self.template()?, &self.vars, vars, tools);

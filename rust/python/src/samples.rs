@@ -105,7 +105,10 @@ pub fn sample_of(item: &Bound<'_, PyAny>, id: u64, index: usize) -> PyResult<Sam
 /// Loss weights of any float array-like (checked by the packer).
 fn weights_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
     if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, f32>>() {
-        return Ok(a.as_slice()?.to_vec());
+        return Ok(a.as_array().to_vec());
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, f64>>() {
+        return Ok(a.as_array().iter().map(|&x| x as f32).collect());
     }
     obj.extract::<Vec<f32>>()
         .map_err(|_| PyValueError::new_err(format!("{what}: loss_weights must be numbers")))

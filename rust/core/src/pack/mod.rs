@@ -219,7 +219,9 @@ pub struct PackStats {
     pub samples_in: u64,
     /// Samples that are a document of an emitted row.
     pub packed: u64,
-    /// Admitted samples not emitted yet (buffered or in open rows); 0 after a flush.
+    /// Admitted samples not emitted yet (buffered or in open rows); 0 after a flush. A tree counts
+    /// as emitted with its first piece (its trunk), while pieces carrying further branches may
+    /// still wait.
     pub pending: u64,
     /// Samples longer than `seq_len`, dropped ([`Overflow::Drop`]).
     pub dropped_too_long: u64,

@@ -127,7 +127,7 @@ pub(super) fn lay_out(
         let mut len = b.input_ids.len();
         if b.prefix_len + len > seq_len || b.prefix_len > trunk_len {
             let keep = seq_len.saturating_sub(b.prefix_len);
-            let trains = keep >= 2 && b.mask[1..keep].iter().any(|&m| m);
+            let trains = keep >= 2 && b.mask[1..keep.min(len)].iter().any(|&m| m);
             if overflow == Overflow::Drop || b.prefix_len > trunk_len || !trains {
                 out.branches_dropped_too_long += 1;
                 continue;

@@ -61,7 +61,7 @@ pub fn compress(messages: &[Value]) -> Option<Compressed> {
 }
 
 /// A copy of a message map with its `content` replaced, keys in the same order.
-fn with_content(message: &Value, content: Value) -> Option<Value> {
+pub(crate) fn with_content(message: &Value, content: Value) -> Option<Value> {
     if message.kind() != ValueKind::Map {
         return None;
     }

@@ -185,7 +185,14 @@ impl SpanFinder<'_> {
         }
         let prompts = match opts.start {
             Start::Content => PromptEnds::Content,
-            Start::Prompt => self.prompt_ends(targets.len(), &located, opts.method),
+            Start::Prompt => {
+                // the generation prompt opens assistant turns only: its rules are checked on them
+                let assistants: Vec<&Located> = located
+                    .iter()
+                    .filter(|t| self.conversation.messages[t.index].is_assistant())
+                    .collect();
+                self.prompt_ends(assistants.len(), &assistants, opts.method)
+            }
         };
         for t in &located {
             // the generation prompt opens assistant turns only
@@ -283,7 +290,7 @@ impl SpanFinder<'_> {
     /// How each span's start is found with `start="prompt"`: after the generation prompt found in
     /// the text when that agrees with the exact rule on the first and last messages, else by
     /// rendering each message's prompt.
-    fn prompt_ends(&self, targets: usize, located: &[Located], method: Method) -> PromptEnds {
+    fn prompt_ends(&self, targets: usize, located: &[&Located], method: Method) -> PromptEnds {
         if method == Method::Auto && located.len() >= HEADER_MIN_TARGETS {
             if let Some(g) = self.checked_generation_prompt(located) {
                 return PromptEnds::Header(g);
@@ -301,7 +308,7 @@ impl SpanFinder<'_> {
     /// The generation prompt (the rendering of the first target's predecessors with it, past what
     /// it shares with the one without), if finding it in the text gives the exact prompt end for
     /// the first and last targets.
-    fn checked_generation_prompt(&self, located: &[Located]) -> Option<String> {
+    fn checked_generation_prompt(&self, located: &[&Located]) -> Option<String> {
         let text = self.text();
         let (first, last) = (located.first()?, located.last()?);
         let with = self.renderer.text(&self.messages[..first.index], true)?;

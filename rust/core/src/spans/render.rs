@@ -75,17 +75,15 @@ pub fn blank_message(content: Value) -> Value {
     Value::from_pairs([("role", Value::from("assistant")), ("content", content)])
 }
 
-/// What `message` is replaced with to find its text: a message of its role with only `content`
-/// (an assistant one, [`blank_message`], for assistant messages and messages without a role).
+/// What `message` is replaced with to find its text: for an assistant message (or one without a
+/// role), an assistant turn with only `content` ([`blank_message`]); for other roles the message
+/// with its `content` replaced and its other fields kept (a tool result's `tool_call_id`, `name`),
+/// which templates may require.
 pub fn blank_like(message: &Value, content: Value) -> Value {
-    match message
-        .get_attr("role")
-        .ok()
-        .filter(|r| r.as_str() != Some("assistant"))
-    {
-        Some(role) if role.as_str().is_some() => {
-            Value::from_pairs([("role", role), ("content", content)])
-        }
+    let role = message.get_attr("role").ok();
+    match role.as_ref().and_then(|r| r.as_str()) {
+        Some(r) if r != "assistant" => super::marked::with_content(message, content.clone())
+            .unwrap_or_else(|| Value::from_pairs([("role", Value::from(r)), ("content", content)])),
         _ => blank_message(content),
     }
 }

@@ -128,7 +128,10 @@ fn prepare(index: usize, json: &Json) -> Result<Message> {
         None | Some(Json::Null) => None,
         Some(Json::Bool(b)) => Some(if *b { 1.0 } else { 0.0 }),
         Some(Json::Number(n)) => match n.as_f64() {
-            Some(w) if w.is_finite() && w >= 0.0 && w <= f32::MAX as f64 => Some(w),
+            // a weight must survive as a float32 loss weight: 1e-50 would train a token at weight 0
+            Some(w) if w == 0.0 || (w.is_finite() && w as f32 > 0.0 && w <= f32::MAX as f64) => {
+                Some(w)
+            }
             _ => {
                 return Err(bad(format!(
                     "'weight' must be a non-negative finite number, got {n}"
