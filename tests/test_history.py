@@ -11,6 +11,7 @@ import pytest
 import reference as R
 import turnpack
 from test_layout import TOOLS
+from test_layout import reasoning as layout_reasoning
 from tiny_tokenizer import tiny_tokenizer_json
 from tokenizers import Tokenizer
 
@@ -18,18 +19,8 @@ SPECIALS = {"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
 
 
 def reasoning(n: int) -> list[dict]:
-    """Reasoning in every assistant turn."""
-    msgs: list[dict] = [{"role": "system", "content": "You are terse."}]
-    for i in range(n):
-        msgs += [
-            {"role": "user", "content": f"Is {i} even?"},
-            {
-                "role": "assistant",
-                "reasoning_content": f"{i} mod 2 = {i % 2}",
-                "content": "yes" if i % 2 == 0 else "no",
-            },
-        ]
-    return msgs
+    """Reasoning in every assistant turn, after a system prompt."""
+    return [{"role": "system", "content": "You are terse."}, *layout_reasoning(n)]
 
 
 def reasoning_tools(n: int) -> list[dict]:

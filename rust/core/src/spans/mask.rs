@@ -14,9 +14,13 @@ pub fn extend_over_eot(text: &str, end: usize, eot_at: impl Fn(usize) -> Option<
     }
 }
 
-/// Indices of the tokens whose byte range overlaps any of `spans` (sorted, disjoint).
-pub fn tokens_overlapping(offsets: &[(usize, usize)], spans: &[Range<usize>]) -> Vec<bool> {
-    let mut mask = vec![false; offsets.len()];
+/// Calls `f(token, span)` for every token whose byte range overlaps one of `spans` (sorted,
+/// disjoint), with the first span it overlaps.
+fn for_each_overlap(
+    offsets: &[(usize, usize)],
+    spans: &[Range<usize>],
+    mut f: impl FnMut(usize, usize),
+) {
     let mut s = 0;
     for (i, &(a, b)) in offsets.iter().enumerate() {
         while s < spans.len() && spans[s].end <= a {
@@ -26,9 +30,15 @@ pub fn tokens_overlapping(offsets: &[(usize, usize)], spans: &[Range<usize>]) ->
             break;
         }
         if a < b && a < spans[s].end && b > spans[s].start {
-            mask[i] = true;
+            f(i, s);
         }
     }
+}
+
+/// Indices of the tokens whose byte range overlaps any of `spans` (sorted, disjoint).
+pub fn tokens_overlapping(offsets: &[(usize, usize)], spans: &[Range<usize>]) -> Vec<bool> {
+    let mut mask = vec![false; offsets.len()];
+    for_each_overlap(offsets, spans, |i, _| mask[i] = true);
     mask
 }
 
@@ -40,18 +50,7 @@ pub fn token_weights(
     weights: &[f64],
 ) -> Vec<f32> {
     let mut out = vec![0.0; offsets.len()];
-    let mut s = 0;
-    for (i, &(a, b)) in offsets.iter().enumerate() {
-        while s < spans.len() && spans[s].end <= a {
-            s += 1;
-        }
-        if s == spans.len() {
-            break;
-        }
-        if a < b && a < spans[s].end && b > spans[s].start {
-            out[i] = weights[s] as f32;
-        }
-    }
+    for_each_overlap(offsets, spans, |i, s| out[i] = weights[s] as f32);
     out
 }
 
