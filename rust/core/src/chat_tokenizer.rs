@@ -49,16 +49,6 @@ impl Encoded {
             + self.branches.iter().map(Branch::num_trained).sum::<usize>()
     }
 
-    /// Number of tokens (branches included).
-    pub fn num_tokens(&self) -> usize {
-        self.ids.len()
-            + self
-                .branches
-                .iter()
-                .map(|b| b.input_ids.len())
-                .sum::<usize>()
-    }
-
     /// The packer's sample: the trunk's tokens and mask, and the branches.
     pub fn into_sample(self, id: u64) -> Sample {
         let branches = self

@@ -432,7 +432,7 @@ impl PackedRows {
     }
 
     /// Appends `other`'s rows (same `seq_len`).
-    pub fn append(&mut self, other: PackedRows) {
+    pub fn append(&mut self, mut other: PackedRows) {
         debug_assert_eq!(self.seq_len, other.seq_len);
         if self.is_empty() {
             *self = other;
@@ -442,7 +442,6 @@ impl PackedRows {
             self.ensure_loss_weights();
         }
         if self.has_loss_weights() {
-            let mut other = other.clone();
             other.ensure_loss_weights();
             self.loss_weights.extend_from_slice(&other.loss_weights);
         }
@@ -450,7 +449,6 @@ impl PackedRows {
             self.ensure_tree();
         }
         if self.has_tree() {
-            let mut other = other.clone();
             other.ensure_tree();
             self.prefix_starts.extend_from_slice(&other.prefix_starts);
             self.prefix_ends.extend_from_slice(&other.prefix_ends);
