@@ -37,9 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
-from turnpack.attention import dense_document_mask, document_block_mask
 from turnpack.train.config import ConfigError
-from turnpack.train.model import next_token_loss
+from turnpack.train.model import attention_mask_kwargs, next_token_loss
 
 if TYPE_CHECKING:  # pragma: no cover - import only for annotations
     from torch.nn.attention.flex_attention import BlockMask
@@ -132,10 +131,7 @@ class HFCausalLM(nn.Module):
         (:mod:`turnpack.attention`); transformers uses it as it is, so branches whose positions
         continue from their branch point are masked right (its own detection from positions could not).
         """
-        tree = {"prefix_starts": prefix_starts, "prefix_ends": prefix_ends}
-        if self.backend == "flex":
-            return {"block_mask": document_block_mask(document_ids, **tree)}
-        return {"dense_mask": dense_document_mask(document_ids, **tree)}
+        return attention_mask_kwargs(self.backend, document_ids, prefix_starts, prefix_ends)
 
     def forward(
         self,

@@ -318,6 +318,25 @@ def next_token_loss(
     return loss_sum / weights.sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
+def attention_mask_kwargs(
+    backend: Literal["flex", "sdpa"],
+    document_ids: Tensor,
+    prefix_starts: Tensor | None = None,
+    prefix_ends: Tensor | None = None,
+) -> MaskKwargs:
+    """The mask keyword arguments of both models' ``forward`` for ``backend``: a FlexAttention
+    ``BlockMask`` or a dense SDPA mask, of prefix-tree rows when the prefix arrays are given."""
+    if backend == "flex":
+        return {
+            "block_mask": document_block_mask(
+                document_ids, prefix_starts=prefix_starts, prefix_ends=prefix_ends
+            )
+        }
+    return {
+        "dense_mask": dense_document_mask(document_ids, prefix_starts=prefix_starts, prefix_ends=prefix_ends)
+    }
+
+
 class Transformer(nn.Module):
     """Decoder-only language model; see the module docstring for usage."""
 
@@ -394,10 +413,9 @@ class Transformer(nn.Module):
         all layers share it.  ``prefix_starts`` / ``prefix_ends`` (both or
         neither) make it the mask of prefix-tree rows (:mod:`turnpack.attention`).
         """
-        tree = {"prefix_starts": prefix_starts, "prefix_ends": prefix_ends}
-        if self.resolved_backend(document_ids.device) == "flex":
-            return {"block_mask": document_block_mask(document_ids, **tree)}
-        return {"dense_mask": dense_document_mask(document_ids, **tree)}
+        return attention_mask_kwargs(
+            self.resolved_backend(document_ids.device), document_ids, prefix_starts, prefix_ends
+        )
 
     # --------------------------------------------------------------- forward
     def forward(
